@@ -1,0 +1,297 @@
+"""The ``dativo`` command line.
+
+Exit codes: 0 ok, 1 anything else, 2 config error, 3 plugin error, 4 commit failure, 130 interrupted.
+A user's own mistake never shows a traceback (``--debug`` shows one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from dativo import __version__
+from dativo.api import API_VERSION
+from dativo.config import job_schema, load_job
+from dativo.errors import DativoError
+from dativo.report import RunReport
+from dativo.secrets import RedactingFilter, redact
+
+app = typer.Typer(
+    name="dativo",
+    help="Config-driven data ingestion with pluggable readers and writers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+plugins_app = typer.Typer(help="List and inspect readers and writers.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+JobArg = Annotated[Path, typer.Argument(help="The job YAML file.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Verbose logs, and tracebacks on errors.")]
+
+
+def _setup_logging(*, debug: bool, quiet: bool) -> None:
+    handler = RichHandler(console=err, show_path=debug, show_time=debug, rich_tracebacks=debug)
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("dativo").setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO)
+
+
+def _fail(exc: BaseException, *, debug: bool) -> int:
+    if isinstance(exc, DativoError):
+        err.print(f"[bold red]Error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
+        code = exc.exit_code
+    elif isinstance(exc, KeyboardInterrupt):
+        err.print("[bold red]Interrupted.[/] Nothing was committed by the interrupted step.")
+        code = 130
+    else:
+        err.print(
+            f"[bold red]Internal error:[/] {type(exc).__name__}: {escape(redact(str(exc)))}. "
+            "Rerun with --debug for the traceback, and report it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        code = 1
+    if debug:
+        err.print_exception()
+    return code
+
+
+def _guarded(fn: Callable[[], T], *, debug: bool) -> T:
+    try:
+        return fn()
+    except (Exception, KeyboardInterrupt) as exc:
+        raise typer.Exit(_fail(exc, debug=debug)) from None
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A live line with rows and rows/s on a terminal; nothing elsewhere."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    from rich.live import Live
+
+    lock = threading.Lock()
+    rows = [0]
+    started = time.monotonic()
+
+    def on_rows(n: int) -> None:
+        with lock:
+            rows[0] += n
+
+    def render() -> str:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        return f"[cyan]reading[/] {rows[0]:,} rows · {rows[0] / elapsed:,.0f} rows/s · {elapsed:,.1f} s"
+
+    with Live(render(), console=err, refresh_per_second=8, transient=True) as live:
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(0.125):
+                live.update(render())
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield on_rows
+        finally:
+            stop.set()
+            ticker.join()
+
+
+def _summary(report: RunReport) -> Table:
+    table = Table(title=f"dativo run · {report.job}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    side = lambda p: f"{p.implementation} ({p.language} {p.version}, {p.origin})" if p else "-"  # noqa: E731
+    rows = [
+        ("status", f"[green]{report.status}[/]"),
+        ("rows read / written", f"{report.rows_read:,} / {report.rows_written:,}"),
+        ("bytes written", f"{report.bytes_written:,}"),
+        ("time", f"{report.seconds:.2f} s · {report.rows_per_s:,.0f} rows/s"),
+        ("peak memory", f"{report.peak_rss_mb:,.0f} MiB"),
+        ("reader", side(report.reader)),
+        ("writer", side(report.writer)),
+        ("fallback", f"yes: {report.fallback_reason}" if report.fallback_used else "no"),
+        ("commit", ", ".join(f"{d.name} → {d.commit_id}{' (already committed)' if d.no_op else ''}"
+                             for d in report.datasets) or "-"),
+        ("run id", report.run_id),
+    ]
+    for key, value in rows:
+        table.add_row(key, redact(value) if key == "status" else escape(redact(value)))
+    return table
+
+
+@app.command()
+def run(
+    job: JobArg,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary; errors only.")] = False,
+    debug: DebugOpt = False,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Reuse a run id: a run already committed becomes a no-op.")
+    ] = None,
+) -> None:
+    """Run a job: read, write, and commit atomically."""
+    from dativo.engine import Engine
+
+    _setup_logging(debug=debug, quiet=quiet or as_json)
+    started = time.monotonic()
+    config = None
+    run_id = run_id or uuid.uuid4().hex
+    try:
+        config = load_job(job)
+        engine = Engine(config, run_id=run_id)
+        with _progress(not (quiet or as_json)) as on_rows:
+            engine.on_rows = on_rows
+            report = engine.run()
+    except (Exception, KeyboardInterrupt) as exc:
+        if as_json:
+            failed = RunReport(
+                job=config.name if config else job.stem,
+                run_id=run_id,
+                status="failed",
+                error=str(exc),
+                error_type=type(exc).__name__,
+            ).finish(time.monotonic() - started)
+            out.print_json(failed.to_json())
+        raise typer.Exit(_fail(exc, debug=debug)) from None
+    if as_json:
+        print(report.to_json())
+    elif not quiet:
+        out.print(_summary(report))
+
+
+@app.command()
+def check(job: JobArg, as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Validate the job file and connect to its source and target."""
+    from dativo.engine import Engine
+
+    _setup_logging(debug=debug, quiet=as_json)
+    rows = _guarded(lambda: Engine(load_job(job)).check(), debug=debug)
+    if as_json:
+        print(json.dumps([{"component": c, "implementation": i, "status": s} for c, i, s in rows]))
+        return
+    table = Table("component", "implementation", "status", title=f"dativo check · {job}")
+    for component, implementation, status in rows:
+        table.add_row(component, implementation, f"[green]{status}[/]")
+    out.print(table)
+
+
+@app.command()
+def discover(job: JobArg, as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """List the datasets the job's source offers, with schemas and keys."""
+    from dativo.engine import Engine
+
+    _setup_logging(debug=debug, quiet=as_json)
+    datasets = _guarded(lambda: Engine(load_job(job)).discover(), debug=debug)
+    if as_json:
+        print(json.dumps([
+            {
+                "name": d.name,
+                "primary_key": list(d.primary_key),
+                "cursor_candidates": list(d.cursor_candidates),
+                "columns": [
+                    {"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in (d.schema or [])
+                ],
+            }
+            for d in datasets
+        ], indent=2))
+        return
+    for d in datasets:
+        table = Table("column", "type", "nullable", title=f"{d.name}  (key: {', '.join(d.primary_key) or '-'})")
+        for f in d.schema or []:
+            table.add_row(escape(f.name), escape(str(f.type)), "yes" if f.nullable else "no")
+        out.print(table)
+
+
+@plugins_app.command("list")
+def plugins_list(as_json: JsonOpt = False) -> None:
+    """Built-in and installed readers and writers, with versions and API ranges."""
+    from dativo.registry import list_plugins
+
+    rows = list_plugins()
+    if as_json:
+        print(json.dumps([row.__dict__ for row in rows], indent=2))
+        return
+    table = Table("kind", "name", "origin", "version", "language", "api", "status",
+                  title=f"dativo plugins (API {API_VERSION})")
+    notes = []
+    for row in rows:
+        status = "[green]ok[/]" if row.status == "ok" else "[yellow]unavailable[/]"
+        if row.status != "ok":
+            notes.append(f"{row.role} {row.name}: {row.status.removeprefix('unavailable: ')}")
+        table.add_row(row.role, row.name, row.origin, row.version, row.language, row.api_version, status)
+    out.print(table)
+    for note in notes:
+        out.print(f"[yellow]•[/] {escape(note)}", soft_wrap=True)
+
+
+@plugins_app.command("info")
+def plugins_info(
+    name: Annotated[str, typer.Argument(help="A built-in name, entry point or package.module:Class.")],
+    kind: Annotated[str, typer.Option("--kind", help="reader or writer.")] = "reader",
+    debug: DebugOpt = False,
+) -> None:
+    """One implementation: where it comes from, its versions, and the JSON Schema of its options."""
+    from dativo.registry import resolve
+
+    if kind not in ("reader", "writer"):
+        raise typer.Exit(_fail(DativoError(f"--kind must be reader or writer, not {kind!r}"), debug=debug))
+    spec = _guarded(lambda: resolve(kind, name), debug=debug)  # type: ignore[arg-type]
+    print(json.dumps({
+        "kind": spec.role,
+        "name": spec.name,
+        "class": f"{spec.cls.__module__}:{spec.cls.__qualname__}",
+        "origin": spec.origin,
+        "version": spec.version,
+        "language": spec.language,
+        "api_version": spec.api_version,
+        "options": spec.cls.Config.model_json_schema(),
+    }, indent=2))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the job file."""
+    print(json.dumps(job_schema(), indent=2))
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"dativo {__version__} (plugin API {API_VERSION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """Config-driven data ingestion with pluggable readers and writers."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point."""
+    return app(args=argv if argv is not None else sys.argv[1:], prog_name="dativo")

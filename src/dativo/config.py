@@ -1,0 +1,327 @@
+"""The job file: parsing, ``${VAR}`` substitution, validation, and errors that point at the YAML.
+
+A job file is YAML validated by the pydantic models below. The engine's own keys are declared here; the
+connector keys of ``source`` and ``target`` (``path``, ``connection``, ``catalog`` …) belong to the
+connector and are validated by its built-in implementation's ``Config`` when the plugins are loaded
+(:mod:`dativo.registry`). Every error names the YAML path and line and, for a typo, the key meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from dativo import secrets
+from dativo.errors import ConfigError
+
+_SUBSTITUTION = re.compile(r"\$\{(?P<body>[^}]*)\}")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SandboxConfig(_Strict):
+    """Isolation of an untrusted implementation (bubblewrap). Never silently downgraded."""
+
+    enabled: bool = Field(False, description="Run the implementation in a sandbox, out of process.")
+
+
+class ImplementationConfig(_Strict):
+    """Which code reads or writes: the built-in one, or the user's."""
+
+    type: Literal["default", "custom"] = Field(
+        "default", description="`default`: the built-in implementation of the connector type; `custom`: yours."
+    )
+    implementation: str | None = Field(
+        None,
+        description="With type custom: a built-in name, an entry point (group dativo.readers / dativo.writers), "
+        "or a dotted path `package.module:Class`.",
+    )
+    fallback: Literal["default", "fail"] = Field(
+        "default",
+        description="When the custom implementation fails before the commit: rerun with the built-in one "
+        "(`default`) or stop the job (`fail`).",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The implementation's own options, validated by its Config model."
+    )
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+
+    @model_validator(mode="after")
+    def _implementation_matches_type(self) -> ImplementationConfig:
+        if self.type == "custom" and not self.implementation:
+            raise ValueError("type is custom but no implementation is named; add implementation: <name>")
+        if self.type == "default" and self.implementation:
+            raise ValueError(
+                f"implementation '{self.implementation}' is named but type is default; set type: custom"
+            )
+        return self
+
+
+class IncrementalConfig(_Strict):
+    """Read only what is new since the last committed run."""
+
+    cursor: str = Field(description="A column that grows with every change (e.g. updated_at).")
+
+
+class _Section(BaseModel):
+    """A source or target: engine keys declared here, connector keys kept as extras."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="Connector type, e.g. csv, postgres, parquet, iceberg.")
+
+    def settings(self) -> dict[str, Any]:
+        """The connector keys of this section (everything the engine does not own)."""
+        return dict(self.model_extra or {})
+
+
+class SourceConfig(_Section):
+    """Where data comes from. Connector keys (path, connection, tables …) sit beside these."""
+
+    reader: ImplementationConfig = Field(default_factory=ImplementationConfig)
+    parallelism: int = Field(1, ge=1, le=256, description="Splits read and written at once.")
+    incremental: IncrementalConfig | None = None
+
+
+class TargetConfig(_Section):
+    """Where data goes. Connector keys (path, catalog, table …) sit beside these."""
+
+    writer: ImplementationConfig = Field(default_factory=ImplementationConfig)
+    mode: Literal["append", "overwrite", "merge"] = Field(
+        "append", description="append rows, replace the table, or upsert by primary key."
+    )
+
+
+class JobConfig(_Strict):
+    """One ingestion job: a source, a target, and how to move data between them."""
+
+    version: Literal[1] = Field(1, description="Job file format version.")
+    name: str = Field(pattern=_NAME, description="The job's name: used in messages, state and reports.")
+    source: SourceConfig
+    target: TargetConfig
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this job was read from, if any."""
+        return self._path
+
+
+# --- YAML positions ---------------------------------------------------------------------------------
+
+
+def _index_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+    out.setdefault(prefix, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, str(key.value))
+            out[path] = key.start_mark.line + 1
+            _index_lines(value, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, (*prefix, str(i)), out)
+
+
+class Located:
+    """Maps YAML paths (``source.reader.options``) to line numbers for messages."""
+
+    def __init__(self, source: Path | None, lines: dict[tuple[str, ...], int]) -> None:
+        self.source = source
+        self.lines = lines
+
+    def where(self, path: Iterable[str | int]) -> str:
+        parts = tuple(str(p) for p in path)
+        dotted = ".".join(parts) or "(top level)"
+        while parts and parts not in self.lines:
+            parts = parts[:-1]
+        line = self.lines.get(parts)
+        return f"{dotted} (line {line})" if line else dotted
+
+
+# --- substitution -----------------------------------------------------------------------------------
+
+
+def _substitute(value: Any, path: tuple[str, ...], env: Mapping[str, str], base: Path, loc: Located) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, (*path, str(k)), env, base, loc) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, (*path, str(i)), env, base, loc) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        body = match["body"].strip()
+        if body.startswith("file:"):
+            file = Path(os.path.expanduser(body[5:].strip()))
+            file = file if file.is_absolute() else base / file
+            try:
+                resolved = file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{loc.where(path)}: cannot read secret file {file}: {exc.strerror}",
+                    hint="Check the path and its permissions.",
+                ) from None
+        else:
+            name, has_default, default = body.partition(":-")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ConfigError(
+                    f"{loc.where(path)}: '${{{body}}}' is not a valid reference",
+                    hint="Use ${VAR}, ${VAR:-default} or ${file:/path/to/secret}.",
+                )
+            if name in env:
+                resolved = env[name]
+            elif has_default:
+                resolved = default
+            else:
+                raise ConfigError(
+                    f"{loc.where(path)}: environment variable {name} is not set",
+                    hint=f"Export {name}, or write ${{{name}:-default}} to give a default.",
+                )
+        secrets.register(resolved)
+        return resolved
+
+    return _SUBSTITUTION.sub(replace, value)
+
+
+# --- validation errors ------------------------------------------------------------------------------
+
+
+def _fields_at(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
+    """Names of the fields allowed at ``path`` inside ``model`` (for "did you mean")."""
+    current: Any = model
+    for part in path:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def describe_validation_error(
+    exc: ValidationError,
+    model: type[BaseModel],
+    *,
+    prefix: tuple[str, ...] = (),
+    loc: Located | None = None,
+    extra_fields: Iterable[str] = (),
+) -> str:
+    """Turn a pydantic error into lines a person can act on: YAML path, line, and the likely fix."""
+    loc = loc or Located(None, {})
+    problems = []
+    for error in exc.errors():
+        path = tuple(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+        where = loc.where((*prefix, *path))
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            allowed = [*_fields_at(model, path[:-1]), *extra_fields]
+            guess = difflib.get_close_matches(path[-1], allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{guess[0]}'?" if guess else f"allowed keys: {', '.join(sorted(allowed))}"
+            problems.append(f"{where}: unknown key; {hint}")
+        elif kind == "missing":
+            problems.append(f"{where}: required key is missing")
+        elif kind in {"literal_error", "enum"}:
+            problems.append(f"{where}: {error['msg'].replace('Input should be', 'must be')}")
+        else:
+            got = error.get("input")
+            shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}{shown}")
+    return "; ".join(problems)
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def parse_job(text: str, *, source: Path | None = None, env: Mapping[str, str] | None = None) -> JobConfig:
+    """Parse and validate a job from YAML text.
+
+    Args:
+        text: The YAML document.
+        source: The file it came from (relative ``${file:…}`` paths resolve against its folder).
+        env: Variables for ``${VAR}``; defaults to the process environment.
+
+    Raises:
+        ConfigError: With the YAML path, line, and what to change.
+    """
+    name = str(source) if source else "job"
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{name} is not valid YAML{at}: {problem}", hint="Fix the YAML syntax.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{name} must be a YAML mapping with version, name, source and target",
+            hint="See `dativo schema` for the job file format.",
+        )
+    lines: dict[tuple[str, ...], int] = {}
+    if node is not None:
+        _index_lines(node, (), lines)
+    loc = Located(source, lines)
+    base = source.parent if source else Path.cwd()
+    raw = _substitute(raw, (), os.environ if env is None else env, base, loc)
+    if source and "name" not in raw:
+        raw["name"] = source.stem
+    try:
+        job = JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        job_name = raw.get("name") if isinstance(raw.get("name"), str) else None
+        raise ConfigError(
+            f"{name} is invalid: {describe_validation_error(exc, JobConfig, loc=loc)}",
+            job=job_name,
+            hint="See `dativo schema` for every key.",
+        ) from None
+    job._path = source
+    return job
+
+
+def load_job(path: str | Path, *, env: Mapping[str, str] | None = None) -> JobConfig:
+    """Read, substitute and validate the job file at ``path``.
+
+    Raises:
+        ConfigError: If the file cannot be read or is invalid.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read job file {file}: {exc.strerror}", hint="Check the path.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"job file {file} is not UTF-8 text", hint="Save it as UTF-8.") from None
+    return parse_job(text, source=file, env=env)
+
+
+def job_locator(job: JobConfig) -> Located:
+    """Line positions of ``job``'s file, for messages about connector keys validated later."""
+    if job.path is None:
+        return Located(None, {})
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        node = yaml.compose(job.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return Located(job.path, {})
+    if node is not None:
+        _index_lines(node, (), lines)
+    return Located(job.path, lines)
+
+
+def job_schema() -> dict[str, Any]:
+    """The JSON Schema of the job file."""
+    return JobConfig.model_json_schema()

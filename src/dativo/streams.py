@@ -1,0 +1,276 @@
+"""Turning whatever a reader returns into one checked, bounded Arrow stream.
+
+A reader may hand over anything with ``__arrow_c_stream__`` (zero copy), a ``RecordBatchReader``, a
+``Table``, or an iterable of ``RecordBatch``. :class:`GuardedStream` normalises it, checks every batch
+against the dataset's schema, counts rows, feeds the incremental watermark, and records any failure as
+the reader's, so the engine can tell a reader's fault from a writer's even when the writer is native code
+that only sees an Arrow error. A background thread reads ahead a few batches, so reading and writing
+overlap, while the bounded queue keeps memory flat whatever the table size.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dativo.errors import DativoError, PluginFailed, SchemaMismatch
+from dativo.state import Watermark, WatermarkTracker
+
+
+class Cancelled(Exception):
+    """Raised inside a split when another split failed and the run is being stopped."""
+
+
+def describe(obj: object) -> str:
+    """A short name of an object's type for messages."""
+    kind = type(obj)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def schema_difference(expected: pa.Schema, got: pa.Schema) -> str | None:
+    """Describe how ``got`` differs from ``expected`` (names, order, types), or ``None`` if it does not."""
+    expected_names, got_names = expected.names, got.names
+    missing = [n for n in expected_names if n not in got_names]
+    extra = [n for n in got_names if n not in expected_names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {', '.join(repr(n) for n in missing)}")
+        if extra:
+            parts.append(f"unexpected column(s) {', '.join(repr(n) for n in extra)}")
+        return "; ".join(parts)
+    if expected_names != got_names:
+        return f"columns are in a different order: expected {expected_names}, got {got_names}"
+    for want, have in zip(expected, got):
+        if not want.type.equals(have.type):
+            return f"column '{want.name}' should be {want.type} but is {have.type}"
+    return None
+
+
+def _batches(obj: Any) -> tuple[pa.Schema | None, Iterator[pa.RecordBatch]]:
+    """Normalise a reader's return value into (schema if known, iterator of batches)."""
+    if isinstance(obj, pa.RecordBatchReader):
+        return obj.schema, iter(obj)
+    if isinstance(obj, pa.Table):
+        return obj.schema, iter(obj.to_batches())
+    if isinstance(obj, pa.RecordBatch):
+        return obj.schema, iter([obj])
+    if hasattr(obj, "__arrow_c_stream__"):
+        stream = pa.RecordBatchReader.from_stream(obj)
+        return stream.schema, iter(stream)
+    if obj is None or isinstance(obj, str | bytes | dict) or not hasattr(obj, "__iter__"):
+        raise TypeError(
+            f"read() returned {describe(obj)}, which is not Arrow data; return an object with "
+            "__arrow_c_stream__, a pyarrow.RecordBatchReader or Table, or an iterable of pyarrow.RecordBatch"
+        )
+
+    def checked() -> Iterator[pa.RecordBatch]:
+        for item in obj:
+            if not isinstance(item, pa.RecordBatch):
+                raise TypeError(
+                    f"read() yielded {describe(item)}, not a pyarrow.RecordBatch; yield RecordBatch objects"
+                )
+            yield item
+
+    return None, checked()
+
+
+class GuardedStream:
+    """One split's reader output, checked and counted on its way to the writer.
+
+    Args:
+        split_id: For messages.
+        dataset: The dataset's name, for messages.
+        schema: The declared schema, or ``None`` to adopt the first batch's.
+        after: Drop rows at or before this watermark (incremental correctness for any reader).
+        tracker: Follows the greatest cursor seen, or ``None`` when not incremental.
+        cancel: Set by the engine to stop every split.
+        on_rows: Called with each batch's row count (progress).
+        prefetch: Batches to read ahead in a background thread (0: none).
+    """
+
+    def __init__(
+        self,
+        split_id: str,
+        dataset: str,
+        schema: pa.Schema | None,
+        *,
+        after: Watermark | None = None,
+        tracker: WatermarkTracker | None = None,
+        cancel: threading.Event | None = None,
+        on_rows: Callable[[int], None] | None = None,
+        prefetch: int = 4,
+    ) -> None:
+        self.split_id = split_id
+        self.dataset = dataset
+        self.schema = schema
+        self.after = after
+        self.tracker = tracker
+        self.cancel = cancel or threading.Event()
+        self.on_rows = on_rows
+        self.prefetch = prefetch
+        self.rows = 0
+        self.error: DativoError | None = None
+
+    def _fail(self, exc: BaseException, stage: str = "read") -> DativoError:
+        if isinstance(exc, DativoError):
+            self.error = exc
+        else:
+            self.error = PluginFailed(
+                f"{stage}() of dataset '{self.dataset}' split '{self.split_id}' failed: "
+                f"{type(exc).__name__}: {exc}",
+                role="reader",
+                stage=stage,
+                hint="Fix the reader, or set reader.fallback: default to use the built-in reader.",
+            )
+            self.error.__cause__ = exc
+        return self.error
+
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        assert self.schema is not None
+        difference = schema_difference(self.schema, batch.schema)
+        if difference:
+            raise SchemaMismatch(
+                f"dataset '{self.dataset}' split '{self.split_id}': {difference}",
+                role="reader",
+                stage="read",
+                hint="Make every batch match the schema the reader declares (or its first batch).",
+            )
+        for field, column in zip(self.schema, batch.columns):
+            if not field.nullable and column.null_count:
+                raise SchemaMismatch(
+                    f"dataset '{self.dataset}' split '{self.split_id}': column '{field.name}' is declared "
+                    f"NOT NULL but has {column.null_count} null value(s)",
+                    role="reader",
+                    stage="read",
+                    hint="Declare the column nullable, or do not emit nulls for it.",
+                )
+        if batch.schema.equals(self.schema, check_metadata=True):
+            return batch
+        return pa.RecordBatch.from_arrays(batch.columns, schema=self.schema)
+
+    def open(self, obj: Any) -> pa.RecordBatchReader:
+        """Wrap a reader's return value as a checked ``RecordBatchReader`` for the writer.
+
+        Raises:
+            PluginFailed: If ``obj`` is not Arrow data or its schema does not match.
+        """
+        try:
+            declared, source = _batches(obj)
+            if self.schema is None and declared is None:
+                first = next(source, None)
+                if first is None:
+                    source, declared = iter(()), pa.schema([])
+                else:
+                    declared = first.schema
+                    source = _chain(first, source)
+            if self.schema is None:
+                self.schema = declared
+            elif declared is not None and len(declared) and schema_difference(self.schema, declared):
+                raise SchemaMismatch(
+                    f"dataset '{self.dataset}' split '{self.split_id}': "
+                    f"{schema_difference(self.schema, declared)}",
+                    role="reader",
+                    stage="read",
+                    hint="Make read() return the schema the reader declares in discover().",
+                )
+        except Exception as exc:
+            raise self._fail(exc) from None
+        assert self.schema is not None
+        batches = _prefetched(source, self.prefetch, self.cancel) if self.prefetch else source
+        return pa.RecordBatchReader.from_batches(self.schema, self._guarded(batches))
+
+    def _guarded(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in batches:
+                if self.cancel.is_set():
+                    raise Cancelled()
+                batch = self._conform(batch)
+                if self.after is not None and batch.num_rows:
+                    batch = batch.filter(after_mask(batch, self.after))
+                if not batch.num_rows:
+                    continue
+                if self.tracker is not None:
+                    self.tracker.observe(batch)
+                self.rows += batch.num_rows
+                if self.on_rows:
+                    self.on_rows(batch.num_rows)
+                yield batch
+        except Cancelled:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+_DONE = object()
+
+
+def _prefetched(source: Iterator[pa.RecordBatch], depth: int, cancel: threading.Event) -> Iterator[pa.RecordBatch]:
+    """Read ``source`` in a background thread, at most ``depth`` batches ahead."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not (stop.is_set() or cancel.is_set()):
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            for batch in source:
+                if not put(batch):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consuming thread, which raises it there
+            put(exc)
+
+    worker = threading.Thread(target=pump, name="dativo-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = buffer.get(timeout=0.1)
+            except queue.Empty:
+                if cancel.is_set():
+                    raise Cancelled() from None
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def after_mask(batch: pa.RecordBatch, mark: Watermark) -> pa.Array:
+    """Rows strictly after ``mark`` in ``(cursor, key…)`` order; rows with a null cursor are excluded."""
+    columns = (mark.column, *mark.key_columns)
+    values = (mark.value, *mark.key)
+    result = None
+    equal_so_far = None
+    for name, value in zip(columns, values):
+        column = batch.column(name)
+        scalar = pa.scalar(value, type=column.type)
+        greater = pc.greater(column, scalar)
+        term = greater if equal_so_far is None else pc.and_(equal_so_far, greater)
+        result = term if result is None else pc.or_(result, term)
+        equal = pc.equal(column, scalar)
+        equal_so_far = equal if equal_so_far is None else pc.and_(equal_so_far, equal)
+    assert result is not None
+    return pc.fill_null(result, False)
