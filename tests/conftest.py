@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dativo.cli import app
 
-pytest_plugins = [f"tests.fixtures.{n}" for n in ("postgres", "s3") if (Path(__file__).parent / "fixtures" / f"{n}.py").exists()]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3"]
 
 
 @pytest.fixture

@@ -275,6 +275,6 @@ __all__ = [
     "SchemaMismatch",
     "Split",
     "State",
-    "WrittenFiles",
     "Writer",
+    "WrittenFiles",
 ]

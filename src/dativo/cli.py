@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,8 +74,9 @@ def _fail(exc: BaseException, *, debug: bool) -> int:
             soft_wrap=True,
         )
         code = 1
-    if debug:
-        err.print_exception()
+    if debug:  # as text, so that secrets in exception messages are redacted like everywhere else
+        trace = "".join(traceback.format_exception(exc))
+        err.print(escape(redact(trace)), highlight=False, soft_wrap=True, end="")
     return code
 
 

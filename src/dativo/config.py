@@ -181,7 +181,7 @@ def _substitute(value: Any, path: tuple[str, ...], env: Mapping[str, str], base:
             if name in env:
                 resolved = env[name]
             elif has_default:
-                resolved = default
+                return default  # written in the job file itself: not a secret
             else:
                 raise ConfigError(
                     f"{loc.where(path)}: environment variable {name} is not set",
@@ -276,9 +276,13 @@ def parse_job(text: str, *, source: Path | None = None, env: Mapping[str, str] |
         _index_lines(node, (), lines)
     loc = Located(source, lines)
     base = source.parent if source else Path.cwd()
-    raw = _substitute(raw, (), os.environ if env is None else env, base, loc)
     if source and "name" not in raw:
         raw["name"] = source.stem
+    job_name = raw.get("name") if isinstance(raw.get("name"), str) and "${" not in raw["name"] else None
+    try:
+        raw = _substitute(raw, (), os.environ if env is None else env, base, loc)
+    except ConfigError as exc:
+        raise exc.with_context(job=job_name) from None
     try:
         job = JobConfig.model_validate(raw)
     except ValidationError as exc:

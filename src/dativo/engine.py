@@ -7,6 +7,7 @@ built-in implementation; a crash leaves only orphan files that no reader of the 
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 import time
@@ -28,9 +29,19 @@ from dativo.errors import (
     ConfigError,
     DativoError,
     PluginFailed,
+    PluginIncompatible,
+    PluginNotFound,
     SandboxError,
 )
-from dativo.registry import PluginSpec, Role, builtin_for, has_builtin, resolve
+from dativo.registry import (
+    BUILTIN_READERS,
+    BUILTIN_WRITERS,
+    PluginSpec,
+    Role,
+    builtin_for,
+    has_builtin,
+    resolve,
+)
 from dativo.report import DatasetReport, PluginReport, RunReport
 from dativo.state import Watermark, WatermarkTracker
 from dativo.streams import Cancelled, GuardedStream, describe
@@ -108,9 +119,13 @@ class Engine:
         def default() -> PluginSpec:
             spec = builtin_for(role, conf.type)
             if spec is None:
+                known = sorted(BUILTIN_READERS if role == "reader" else BUILTIN_WRITERS)
+                guess = difflib.get_close_matches(conf.type, known, n=1)
                 raise ConfigError(
-                    f"{section}.type '{conf.type}' has no built-in {role}",
-                    hint=f"Name your own with {section}.{role}.type: custom and implementation: <name>.",
+                    f"{self._loc.where((section, 'type'))}: '{conf.type}' has no built-in {role}",
+                    hint=(f"Did you mean '{guess[0]}'? " if guess else "")
+                    + f"Built-in {role}s: {', '.join(known)}; or name your own with {section}.{role}.type: "
+                    "custom and implementation: <name>.",
                 )
             return spec
 
@@ -145,6 +160,9 @@ class Engine:
             )
             instance = spec.cls(config, ctx)
         except DativoError as exc:
+            if isinstance(exc, PluginNotFound | PluginIncompatible):
+                where = (section, role, "implementation") if custom else (section, "type")
+                exc.message = f"{self._loc.where(where)}: {exc.message}"
             raise _tag(exc, role, "load", getattr(exc, "plugin", None) or impl.implementation)
         except Exception as exc:
             raise _wrap(exc, role, "__init__", impl.implementation or conf.type) from exc
@@ -214,6 +232,8 @@ class Engine:
                     self._commit_all(writer, runs, report)
                 break
             except DativoError as exc:
+                if isinstance(exc, ConfigError | SandboxError):
+                    raise  # the user's to fix: the built-in implementation would meet it too
                 if exc.role == "reader" and r + 1 < len(readers):
                     r += 1
                 elif exc.role == "writer" and w + 1 < len(writers):
@@ -260,6 +280,7 @@ class Engine:
             raise PluginFailed(
                 f"discover() returned {describe(datasets)}; it must return a list of dativo.api.Dataset",
                 role="reader", stage="discover", plugin=reader.spec.name, job=self.job.name,
+                hint=_fix("reader"),
             )
         return list(datasets)
 
@@ -309,6 +330,7 @@ class Engine:
             raise PluginFailed(
                 f"plan() returned {describe(splits)}; it must return a list of dativo.api.Split",
                 role="reader", stage="plan", plugin=reader.spec.name, job=self.job.name,
+                hint=_fix("reader"),
             )
         run.splits = len(splits)
         self._prepare(writer, run)
@@ -326,7 +348,7 @@ class Engine:
                 try:
                     stream = guard.open(output)
                 except DativoError as exc:
-                    raise _tag(exc, "reader", "read", reader.spec.name) from None
+                    raise _tag(exc, "reader", "read", reader.spec.name) from exc.__cause__
                 if run.schema is None and len(guard.schema or ()):
                     run.schema = guard.schema
                 if run.previous_state and run.schema is not None and run.tracker:
@@ -338,17 +360,20 @@ class Engine:
                 written = writer.instance.write(split, stream)
             except BaseException as exc:
                 if guard.error is not None:
-                    raise _tag(guard.error, "reader", "read", reader.spec.name) from None
+                    raise _tag(guard.error, "reader", "read", reader.spec.name) from guard.error.__cause__
                 if isinstance(exc, Cancelled):
                     raise
                 if isinstance(exc, DativoError):
-                    raise _tag(exc, "writer", "write", writer.spec.name) from None
+                    raise _tag(exc, "writer", "write", writer.spec.name) from exc.__cause__
                 raise _wrap(exc, "writer", "write", writer.spec.name) from exc
             if guard.error is not None:
                 raise _tag(guard.error, "reader", "read", reader.spec.name)
             if not isinstance(written, WrittenFiles):
                 raise _tag(
-                    PluginFailed(f"write() returned {describe(written)}; it must return dativo.api.WrittenFiles"),
+                    PluginFailed(
+                        f"write() returned {describe(written)}; it must return dativo.api.WrittenFiles",
+                        hint=_fix("writer"),
+                    ),
                     "writer", "write", writer.spec.name,
                 )
             with lock:
@@ -416,10 +441,14 @@ def _tag(exc: DativoError, role: str, stage: str, plugin: str | None) -> DativoE
     return exc.with_context(plugin=plugin)
 
 
+def _fix(role: str) -> str:
+    side = "source.reader" if role == "reader" else "target.writer"
+    return f"Fix the plugin, or set {side}.fallback: default to use the built-in {role}."
+
+
 def _wrap(exc: BaseException, role: str, stage: str, plugin: str | None) -> PluginFailed:
-    fix = "Fix the plugin, or set fallback: default to use the built-in implementation."
     return PluginFailed(
-        f"{stage}() raised {type(exc).__name__}: {exc}", role=role, stage=stage, plugin=plugin, hint=fix
+        f"{stage}() raised {type(exc).__name__}: {exc}", role=role, stage=stage, plugin=plugin, hint=_fix(role)
     )
 
 

@@ -20,6 +20,13 @@ import pyarrow.compute as pc
 from dativo.api import State
 
 
+def _py(value: pa.Scalar) -> Any:
+    """A scalar as a Python value that orders like it; nanosecond temporals as ints (``datetime`` stops at µs)."""
+    if value.is_valid and getattr(value.type, "unit", None) == "ns":
+        return value.value
+    return value.as_py()
+
+
 def _to_text(value: pa.Scalar) -> str | None:
     if not value.is_valid:
         return None
@@ -29,7 +36,7 @@ def _to_text(value: pa.Scalar) -> str | None:
 def _from_text(text: str | None, arrow_type: pa.DataType) -> Any:
     if text is None:
         return None
-    return pa.array([text], type=pa.string()).cast(arrow_type)[0].as_py()
+    return _py(pa.array([text], type=pa.string()).cast(arrow_type)[0])
 
 
 @dataclass(frozen=True)
@@ -90,12 +97,12 @@ class WatermarkTracker:
         top = pc.max(cursor)
         if not top.is_valid:
             return None
-        result: list[Any] = [top.as_py()]
+        result: list[Any] = [_py(top)]
         mask = pc.equal(cursor, top)
         for name in self.key_columns:
-            candidates = pc.filter(batch.column(name), mask)
-            result.append(pc.max(candidates).as_py())
-            mask = pc.and_(mask, pc.equal(batch.column(name), result[-1]))
+            best = pc.max(pc.filter(batch.column(name), mask))
+            result.append(_py(best))
+            mask = pc.and_(mask, pc.equal(batch.column(name), best))
         return tuple(result)
 
     def observe(self, batch: pa.RecordBatch) -> None:

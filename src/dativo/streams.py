@@ -126,7 +126,7 @@ class GuardedStream:
                 f"{type(exc).__name__}: {exc}",
                 role="reader",
                 stage=stage,
-                hint="Fix the reader, or set reader.fallback: default to use the built-in reader.",
+                hint="Fix the reader, or set source.reader.fallback: default to use the built-in reader.",
             )
             self.error.__cause__ = exc
         return self.error
@@ -180,7 +180,8 @@ class GuardedStream:
                     hint="Make read() return the schema the reader declares in discover().",
                 )
         except Exception as exc:
-            raise self._fail(exc) from None
+            error = self._fail(exc)
+            raise error from error.__cause__
         assert self.schema is not None
         batches = _prefetched(source, self.prefetch, self.cancel) if self.prefetch else source
         return pa.RecordBatchReader.from_batches(self.schema, self._guarded(batches))
@@ -204,7 +205,8 @@ class GuardedStream:
         except Cancelled:
             raise
         except Exception as exc:
-            raise self._fail(exc) from None
+            error = self._fail(exc)
+            raise error from error.__cause__
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

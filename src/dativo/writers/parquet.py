@@ -165,9 +165,10 @@ class ParquetWriter(Writer):
                 hint="Choose a writable target.path.",
             ) from None
         self._sweep(directory)
-        batches = self._batches(directory)
-        if mode == "append" and batches:
-            encoded = self._marker(batches[0][2]).get("schema")
+        if mode == "append":
+            # the schema that matters is the data files': a run that committed no file constrains nothing
+            markers = (self._marker(batch) for _, _, batch in self._batches(directory))
+            encoded = next((m.get("schema") for m in markers if m.get("files")), None)
             existing = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(encoded))) if encoded else pa.schema([])
             difference = schema_difference(existing, schema)
             if difference and len(existing) and len(schema):

@@ -1,0 +1,11 @@
+"""The built-in ``iceberg`` writer (pyiceberg): SQL or REST catalog, local or S3 storage.
+
+Modules: :mod:`.catalog` (catalog and FileIO), :mod:`.schema` (Arrow to Iceberg types, evolution),
+:mod:`.conform` (batches into the table schema), :mod:`.partitioning` (``partition_by``),
+:mod:`.files` (streaming data files), :mod:`.commit` (the atomic commit, state and run ids),
+:mod:`.writer` (the :class:`IcebergWriter` plugin).
+"""
+
+from dativo.writers.iceberg.writer import IcebergWriter, IcebergWriterConfig
+
+__all__ = ["IcebergWriter", "IcebergWriterConfig"]

@@ -1,0 +1,237 @@
+"""Catalog and FileIO construction: the embedded SQL catalog, a SQL database, or a REST catalog.
+
+Catalogs are built directly (``SqlCatalog`` / ``RestCatalog``), never through ``load_catalog``, so a
+developer's ``~/.pyiceberg.yaml`` or ``PYICEBERG_*`` variables cannot change what a job writes to.
+Data and metadata always go through pyiceberg's pyarrow FileIO (local files and S3 alike).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse, urlunparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pyiceberg.catalog import Catalog
+from pyiceberg.io.pyarrow import PyArrowFileIO
+
+from dativo.errors import ConnectionFailed
+from dativo.storage.s3 import S3Settings, redact
+
+_SECRET_KEY = re.compile(r"secret|token|key|credential|password", re.IGNORECASE)
+
+CATALOG_NAME = "dativo"
+"""Default catalog name: the SQL catalog keys its rows by it, so it must not change between runs."""
+
+
+class CatalogConfig(BaseModel):
+    """Where the Iceberg catalog is and where table data goes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["sql", "rest"] = Field(default="sql", description="Catalog implementation.")
+    uri: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the SQL catalog (e.g. 'sqlite:///.dativo/catalog.db', "
+        "'postgresql+psycopg://...') or the REST catalog's base URL. SQL defaults to "
+        "<work_dir>/catalog.db.",
+    )
+    warehouse: str | None = Field(
+        default=None,
+        description="Where new tables are stored: 'file:///abs/path', a local path, or 's3://bucket/prefix'. "
+        "For REST catalogs, the warehouse name or location the server expects. SQL defaults to "
+        "<work_dir>/warehouse.",
+    )
+    name: str = Field(default=CATALOG_NAME, description="Catalog name; keep it stable across runs.")
+    s3: S3Settings | None = Field(default=None, description="S3-compatible storage of the warehouse.")
+    token: SecretStr | None = Field(default=None, description="REST catalog bearer token.")
+    credential: SecretStr | None = Field(
+        default=None, description="REST catalog OAuth2 client credential 'client_id:client_secret'."
+    )
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra pyiceberg catalog properties, passed as they are (values are never logged).",
+    )
+
+
+@dataclass
+class CatalogHandle:
+    """A connected catalog, the properties it was built from and what is safe to say about it."""
+
+    catalog: Catalog
+    properties: dict[str, str]
+    warehouse: str | None
+    description: str
+    secrets: list[str] = field(default_factory=list)
+
+    def io(self) -> PyArrowFileIO:
+        """A FileIO with the catalog's storage settings (for paths outside any table)."""
+        return PyArrowFileIO(properties=self.properties)
+
+    def redact(self, text: str) -> str:
+        """Scrub every secret of this catalog from ``text``."""
+        return redact(text, self.secrets)
+
+
+def _local_warehouse(path: str) -> str:
+    return Path(path).expanduser().absolute().as_uri()
+
+
+def normalise_warehouse(warehouse: str) -> str:
+    """Local paths become absolute ``file://`` URIs; other URIs are kept."""
+    parsed = urlparse(warehouse)
+    if parsed.scheme == "file":
+        return _local_warehouse(parsed.path)
+    if not parsed.scheme or len(parsed.scheme) == 1:  # no scheme, or a Windows drive letter
+        return _local_warehouse(warehouse)
+    return warehouse.rstrip("/")
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _safe_uri(uri: str) -> str:
+    """The URI without a password in its user-info part."""
+    parsed = urlparse(uri)
+    if parsed.password:
+        netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+        return urlunparse(parsed._replace(netloc=netloc))
+    return uri
+
+
+def fileio_properties(s3: S3Settings | None) -> dict[str, str]:
+    """pyiceberg FileIO properties for ``s3`` (always the pyarrow FileIO)."""
+    props = {"py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO"}
+    if s3 is None:
+        return props
+    props["s3.region"] = s3.region
+    if s3.endpoint_url:
+        props["s3.endpoint"] = s3.endpoint_url
+    if s3.access_key_id is not None:
+        props["s3.access-key-id"] = s3.access_key_id.get_secret_value()
+    if s3.secret_access_key is not None:
+        props["s3.secret-access-key"] = s3.secret_access_key.get_secret_value()
+    if s3.session_token is not None:
+        props["s3.session-token"] = s3.session_token.get_secret_value()
+    if s3.path_style:
+        props["s3.force-virtual-addressing"] = "false"
+    if s3.connect_timeout is not None:
+        props["s3.connect-timeout"] = str(s3.connect_timeout)
+    if s3.request_timeout is not None:
+        props["s3.request-timeout"] = str(s3.request_timeout)
+    return props
+
+
+def open_catalog(config: CatalogConfig | None, work_dir: str) -> CatalogHandle:
+    """Connect to the configured catalog, or the embedded one under ``work_dir``.
+
+    Raises:
+        ConnectionFailed: If the catalog cannot be reached or initialised; the message names the catalog
+            and never contains a credential.
+    """
+    config = config or CatalogConfig()
+    base = Path(work_dir).expanduser().absolute()
+    secrets = [s.get_secret_value() for s in (config.token, config.credential) if s]
+    secrets += [v for k, v in config.properties.items() if _SECRET_KEY.search(k)]
+    if config.s3:
+        secrets += config.s3.secrets()
+    if config.uri and urlparse(config.uri).password:
+        secrets.append(urlparse(config.uri).password or "")
+    props = dict(config.properties)
+    props.update(fileio_properties(config.s3))
+
+    if config.type == "sql":
+        uri = config.uri or f"sqlite:///{base / 'catalog.db'}"
+        warehouse = normalise_warehouse(config.warehouse or str(base / "warehouse"))
+        storage = f" on {config.s3.describe()}" if config.s3 and warehouse.startswith("s3") else ""
+        description = f"SQL catalog '{config.name}' at {_safe_uri(uri)} (warehouse {warehouse}{storage})"
+        sqlite = _sqlite_path(uri)
+        try:
+            if sqlite is not None:
+                sqlite.parent.mkdir(parents=True, exist_ok=True)
+            if warehouse.startswith("file://"):
+                Path(urlparse(warehouse).path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConnectionFailed(
+                f"{description}: cannot create its directory: {exc.strerror or exc}",
+                hint="Point target.catalog at a writable location",
+            ) from None
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        props.update(uri=uri, warehouse=warehouse)
+        factory = lambda: SqlCatalog(config.name, **props)  # noqa: E731
+    else:
+        if not config.uri:
+            raise ConnectionFailed("REST catalog: target.catalog.uri is required")
+        warehouse = config.warehouse
+        if warehouse and "://" in warehouse:
+            warehouse = normalise_warehouse(warehouse)
+        storage = f", storage on {config.s3.describe()}" if config.s3 else ""
+        description = f"REST catalog '{config.name}' at {_safe_uri(config.uri)}{storage}"
+        from pyiceberg.catalog.rest import RestCatalog
+
+        props["uri"] = config.uri
+        if warehouse:
+            props["warehouse"] = warehouse
+        if config.token:
+            props["token"] = config.token.get_secret_value()
+        if config.credential:
+            props["credential"] = config.credential.get_secret_value()
+        factory = lambda: RestCatalog(config.name, **props)  # noqa: E731
+
+    try:
+        catalog = factory()
+    except Exception as exc:  # any driver error means the catalog cannot be reached
+        raise ConnectionFailed(
+            f"{description}: cannot open the catalog: {redact(first_line(exc), secrets)}",
+            hint="Check target.catalog (uri, credentials, file permissions)",
+        ) from None
+    return CatalogHandle(catalog, props, warehouse, description, secrets)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 500 characters."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]
+
+
+def probe_warehouse(handle: CatalogHandle) -> None:
+    """Write and delete a small file in the warehouse to prove it is writable.
+
+    Raises:
+        ConnectionFailed: If the write or the delete fails.
+    """
+    warehouse = handle.warehouse
+    if not warehouse or "://" not in warehouse:
+        return  # a REST catalog's warehouse name: the server decides where data goes
+    path = f"{warehouse.rstrip('/')}/.dativo-probe-{os.getpid()}-{uuid.uuid4().hex}"
+    io = handle.io()
+    try:
+        with io.new_output(path).create(overwrite=True) as stream:
+            stream.write(b"dativo")
+        io.delete(path)
+    except Exception as exc:  # whatever failed, the warehouse is not usable
+        raise ConnectionFailed(
+            f"{handle.description}: the warehouse is not writable: {handle.redact(first_line(exc))}",
+            hint="Check the warehouse path or bucket, and the storage credentials",
+        ) from None
+
+
+__all__ = [
+    "CATALOG_NAME",
+    "CatalogConfig",
+    "CatalogHandle",
+    "fileio_properties",
+    "first_line",
+    "normalise_warehouse",
+    "open_catalog",
+    "probe_warehouse",
+]
