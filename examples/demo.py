@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -26,6 +27,7 @@ console = Console()
 
 def start_postgres() -> tuple[object, str]:
     """Start (or reuse the data of) the demo server; returns the server and its libpq URI."""
+    warnings.filterwarnings("ignore", module="platformdirs")  # pgserver asks for XDG_RUNTIME_DIR
     import pgserver
 
     data = WORK / "demo-postgres"
@@ -42,15 +44,17 @@ def prepare_shop(dsn: str) -> None:
         exists = conn.execute("SELECT to_regclass('public.orders') IS NOT NULL").fetchone()[0]
         if not exists:
             console.print("[cyan]Creating the sample shop[/] (5,000 customers, 100,000 orders)…")
-            conn.execute((ROOT / "examples" / "shop" / "schema.sql").read_text())
-            conn.execute("SELECT add_orders(100000)")
+            with conn.transaction():
+                conn.execute((ROOT / "examples" / "shop" / "schema.sql").read_text())
+                conn.execute("SELECT add_orders(100000)")
         else:
             console.print("[cyan]A day of business:[/] 500 new orders, 200 orders updated…")
-            conn.execute("SELECT add_orders(500)")
-            conn.execute(
-                "UPDATE orders SET status = 'shipped', updated_at = now() "
-                "WHERE id IN (SELECT id FROM orders WHERE status = 'paid' ORDER BY id LIMIT 200)"
-            )
+            with conn.transaction():
+                conn.execute("SELECT add_orders(500)")
+                conn.execute(
+                    "UPDATE orders SET status = 'shipped', updated_at = now() "
+                    "WHERE id IN (SELECT id FROM orders WHERE status = 'paid' ORDER BY id LIMIT 200)"
+                )
         conn.execute("ANALYZE")
 
 

@@ -41,7 +41,7 @@ CREATE FUNCTION add_orders(n integer) RETURNS void LANGUAGE sql AS $$
            CASE WHEN o % 17 = 0 THEN NULL ELSE (1 + o % 9)::smallint END,
            CASE WHEN o % 5 = 0 THEN 0.1 ELSE NULL END,
            (o % 1000) / 10.0,
-           date '2023-01-01' + (o % 700),
+           date '2023-01-01' + (o % 700)::integer,
            timestamp '2023-01-01 08:00' + (o % 700) * interval '1 day' + (o % 86400) * interval '1 second',
            now(),
            CASE WHEN o % 3 = 0 THEN interval '2 days 4 hours' ELSE NULL END,
@@ -50,7 +50,7 @@ CREATE FUNCTION add_orders(n integer) RETURNS void LANGUAGE sql AS $$
            jsonb_build_object('channel', (ARRAY['web', 'app', 'store'])[1 + o % 3], 'items', 1 + o % 5),
            CASE WHEN o % 11 = 0 THEN 'Bitte vor 10 Uhr liefern 📦' WHEN o % 13 = 0 THEN '请放在门口' ELSE NULL END,
            CASE WHEN o % 50 = 0 THEN decode(md5(o::text), 'hex') ELSE NULL END
-    FROM generate_series((SELECT coalesce(max(id), 0) + 1 FROM orders),
+    FROM generate_series((SELECT coalesce(max(id), 0) + 1 FROM orders)::bigint,
                          (SELECT coalesce(max(id), 0) + n FROM orders)) AS o;
 $$;
 
