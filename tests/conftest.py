@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from dativo import secrets
 from dativo.cli import app
 
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3"]
@@ -71,6 +72,17 @@ def read_parquet_dir(path: Path) -> pa.Table:
     if not path.exists() or not any(p.suffix == ".parquet" for p in path.rglob("*") if "_dativo" not in p.parts):
         return pa.table({})
     return pq.read_table(path)
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Secrets a test registers (some deliberately ordinary words) must not mask other tests' output."""
+    with secrets._lock:
+        saved = set(secrets._secrets)
+    yield
+    with secrets._lock:
+        secrets._secrets.clear()
+        secrets._secrets.update(saved)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,6 @@ target:
   type: parquet
   path: out/orders
 """
-
-
-@pytest.fixture(autouse=True)
-def _forget_secrets() -> Iterator[None]:
-    """Values registered here (some deliberately ordinary words) must not mask other tests' output."""
-    with secrets._lock:
-        saved = set(secrets._secrets)
-    yield
-    with secrets._lock:
-        secrets._secrets.clear()
-        secrets._secrets.update(saved)
 
 
 def parse(text: str, **env: str) -> JobConfig:

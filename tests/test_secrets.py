@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import yaml
 
 from dativo import secrets
@@ -16,17 +15,6 @@ from dativo.secrets import MASK, RedactingFilter, redact
 from tests.conftest import Result
 
 PLUGINS = "tests.fixtures.plugins"
-
-
-@pytest.fixture(autouse=True)
-def _forget_secrets() -> Iterator[None]:
-    """Values registered here (some deliberately ordinary words) must not mask other tests' output."""
-    with secrets._lock:
-        saved = set(secrets._secrets)
-    yield
-    with secrets._lock:
-        secrets._secrets.clear()
-        secrets._secrets.update(saved)
 
 
 def unique(prefix: str) -> str:
