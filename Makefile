@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install plugins plugins-rust plugins-cpp clean
 
 install: $(STAMP)
 
@@ -14,10 +14,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]' -e examples/plugins/acme_readers
 	touch $(STAMP)
 
+# Native example plugins: built once, reused by every test (each target skips work when nothing changed).
+plugins: plugins-rust plugins-cpp
+
+plugins-rust: install
+
+plugins-cpp: install
+
 demo: install
 	$(BIN)/python examples/demo.py
 
-test: install
+test: install plugins
 	$(BIN)/python -m pytest -q
 
 clean:

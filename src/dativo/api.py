@@ -112,7 +112,8 @@ class CommitInfo:
     Attributes:
         commit_id: The target's id of what was published (snapshot id, log version …).
         rows: Rows published by this commit.
-        no_op: ``True`` when this run id had already been committed and nothing was done.
+        no_op: ``True`` when this run id had already been committed and nothing was done; the engine
+            then passes this run's files to ``Writer.abort`` so they do not linger unreferenced.
     """
 
     commit_id: str | None
@@ -157,6 +158,10 @@ class _Plugin:
     """Implementation language, shown in reports (``python``, ``rust``, ``go``, ``c++``)."""
     api_version: ClassVar[str] = ">=1,<2"
     """PEP 440 specifier of the :data:`API_VERSION` range this plugin supports."""
+    connector: ClassVar[str | None] = None
+    """The connector type (``postgres``, ``csv`` …) whose section keys ``Config`` validates along with
+    ``options``; a plugin that reads the same kind of source as a built-in (a native Postgres reader, say)
+    sets it to take ``dsn``, ``tables`` … from the job's section. ``None``: ``Config`` sees ``options`` only."""
 
     def __init__(self, config: BaseModel, ctx: Context) -> None:
         self.config = config

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from dativo.api import CommitInfo, Context, Dataset, Reader, Split, State, WrittenFiles, Writer
+from dativo.api import CommitInfo, Context, Dataset, Split, State, WrittenFiles
 from dativo.config import ImplementationConfig, JobConfig, job_locator
 from dativo.errors import (
     CommitFailed,
@@ -414,6 +414,8 @@ class Engine:
                 ) from exc
             if not isinstance(info, CommitInfo):
                 info = CommitInfo(commit_id=None)
+            if info.no_op:  # this run's files duplicate what the earlier commit published
+                self._discard(writer, run.written)
             rows = sum(w.rows for w in run.written)
             report.datasets.append(
                 DatasetReport(
@@ -431,6 +433,16 @@ class Engine:
             report.rows_written += 0 if info.no_op else rows
             report.bytes_written += 0 if info.no_op else sum(w.bytes for w in run.written)
             report.commit_id = info.commit_id or report.commit_id
+
+
+    @staticmethod
+    def _discard(writer: _Loaded, written: list[WrittenFiles]) -> None:
+        if not any(w.files for w in written):
+            return
+        try:
+            writer.instance.abort(written)
+        except Exception as exc:  # the run itself succeeded; leftovers are unreferenced files
+            log.warning("abort() of %s failed to delete unpublished files: %s", writer.spec.name, exc)
 
 
 def _tag(exc: DativoError, role: str, stage: str, plugin: str | None) -> DativoError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal
@@ -71,6 +72,26 @@ class PluginSpec:
         return self.origin == "builtin"
 
     @property
+    def connector(self) -> str | None:
+        """The built-in whose connector keys this class's ``Config`` validates, if any.
+
+        A built-in's own name; the class's declared ``connector`` (see :class:`dativo.api.Reader`); for a
+        subclass of a built-in (which inherits or extends its Config), that built-in's name; ``None`` for
+        any other class.
+        """
+        if self.builtin:
+            return self.name
+        declared = getattr(self.cls, "connector", None)
+        if isinstance(declared, str) and declared in _BUILTINS[self.role]:
+            return declared
+        for name, (dotted, _) in _BUILTINS[self.role].items():
+            module, _, attr = dotted.partition(":")
+            base = getattr(sys.modules.get(module), attr, None)  # a subclass has imported its base already
+            if isinstance(base, type) and issubclass(self.cls, base):
+                return name
+        return None
+
+    @property
     def language(self) -> str:
         """The implementation language the class declares."""
         return str(getattr(self.cls, "language", "python"))
@@ -91,21 +112,23 @@ class PluginSpec:
         """Validate the plugin's ``Config``.
 
         A built-in's Config describes its connector, so it validates the section's connector keys and the
-        options together; a custom plugin's Config validates ``options`` alone.
+        options together; so does the Config of a subclass of a built-in (see :attr:`connector`). Any other
+        custom plugin's Config validates ``options`` alone.
 
         Raises:
             ConfigError: Naming the YAML path of each bad key.
         """
         model: type[BaseModel] = self.cls.Config
         block = "reader" if self.role == "reader" else "writer"
-        data = {**settings, **options} if self.builtin else dict(options)
+        connector = self.connector is not None
+        data = {**settings, **options} if connector else dict(options)
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             problems = []
             for error in exc.errors():
                 head = str(error["loc"][0]) if error["loc"] else ""
-                in_options = not self.builtin or head in options
+                in_options = not connector or head in options
                 prefix = (section, block, "options") if in_options else (section,)
                 single = ValidationError.from_exception_data(exc.title, [error])  # type: ignore[list-item]
                 extra = () if in_options else ("type", block, "parallelism", "incremental", "mode")

@@ -9,8 +9,9 @@ exported snapshot, and select rows after the committed watermark on incremental 
 """
 
 from dativo.readers.postgres.adbc import PostgresReader
+from dativo.readers.postgres.base import PostgresReaderBase
 from dativo.readers.postgres.config import Connection, PostgresConfig
 from dativo.readers.postgres.connect import redact_dsn
 from dativo.readers.postgres.psycopg import PostgresPythonReader
 
-__all__ = ["Connection", "PostgresConfig", "PostgresPythonReader", "PostgresReader", "redact_dsn"]
+__all__ = ["Connection", "PostgresConfig", "PostgresPythonReader", "PostgresReader", "PostgresReaderBase", "redact_dsn"]

@@ -37,9 +37,15 @@ from dativo.state import Watermark
 
 
 class PostgresReaderBase(Reader):
-    """Shared part of ``postgres`` and ``postgres-python``; subclasses implement :meth:`_batches`."""
+    """Shared part of ``postgres`` and ``postgres-python``; subclasses implement :meth:`_batches`.
+
+    Also the base of third-party Postgres readers (``rust_postgres``): implementing :meth:`_batches` alone
+    gives them discovery, key-range splits, the shared snapshot, incremental selection and the connector's
+    own keys (``connector = "postgres"``).
+    """
 
     Config: ClassVar[type[PostgresConfig]] = PostgresConfig  # type: ignore[assignment]
+    connector: ClassVar[str | None] = "postgres"
     version: ClassVar[str] = __version__
     config: PostgresConfig
 

@@ -14,13 +14,16 @@ import re
 import uuid
 from collections import OrderedDict
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import (
+    MetricModeTypes,
+    MetricsMode,
+    StatisticsCollector,
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
@@ -175,9 +178,10 @@ class DataFileWriter:
         open_file.writer.close()
         size = open_file.stream.tell()
         open_file.stream.close()
+        parquet_metadata = open_file.writer.writer.metadata
         statistics = data_file_statistics_from_parquet_metadata(
-            parquet_metadata=open_file.writer.writer.metadata,
-            stats_columns=self._stats_plan,
+            parquet_metadata=parquet_metadata,
+            stats_columns=_bounds_python_can_hold(parquet_metadata, self._stats_plan, self._id_mapping),
             parquet_column_mapping=self._id_mapping,
         )
         data_file = DataFile.from_args(
@@ -195,6 +199,34 @@ class DataFileWriter:
         self.data_files.append(data_file)
         self.rows += data_file.record_count
         self.bytes += size
+
+
+_COUNTS = MetricsMode(MetricModeTypes.COUNTS)
+_NO_BOUNDS = (MetricModeTypes.NONE, MetricModeTypes.COUNTS)
+
+
+def _bounds_python_can_hold(
+    metadata: pq.FileMetaData, plan: dict[int, StatisticsCollector], mapping: dict[str, int]
+) -> dict[int, StatisticsCollector]:
+    """``plan`` with counts-only metrics for columns whose min/max Python cannot represent.
+
+    pyiceberg turns Parquet min/max into Python values, and ``datetime`` stops at year 1: a BC date or
+    timestamp (which PostgreSQL has) would fail the whole file. Such columns keep their value and NULL
+    counts but get no bounds, so scans simply never prune on them.
+    """
+    plan = dict(plan)
+    for r in range(metadata.num_row_groups):
+        row_group = metadata.row_group(r)
+        for pos in range(row_group.num_columns):
+            column = row_group.column(pos)
+            field_id = mapping[column.path_in_schema]
+            if plan[field_id].mode.type in _NO_BOUNDS or not column.is_stats_set:
+                continue
+            try:
+                column.statistics.min, column.statistics.max  # noqa: B018  (converts, or raises)
+            except (OverflowError, ValueError, pa.ArrowNotImplementedError):
+                plan[field_id] = replace(plan[field_id], mode=_COUNTS)
+    return plan
 
 
 def new_prefix(split_id: str) -> str:

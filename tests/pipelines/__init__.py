@@ -1,0 +1,1 @@
+"""End-to-end pipelines: real sources, the real CLI, real targets."""
