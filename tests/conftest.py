@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from dativo import secrets
 from dativo.cli import app
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3", "tests.fixtures.softhsm"]
 
 
 @pytest.fixture

@@ -254,3 +254,37 @@ def test_job_schema() -> None:
     implementation = schema["$defs"]["ImplementationConfig"]["properties"]
     assert implementation["fallback"]["enum"] == ["default", "fail"]
     assert "dotted path" in implementation["implementation"]["description"]
+
+
+def _with_implementation(implementation: str) -> str:
+    return MINIMAL.replace("  path: data/orders.csv\n", f"  path: data/orders.csv\n  reader: {{type: custom, implementation: {implementation}}}\n")
+
+
+def test_plugin_process_forms(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_text(_with_implementation('{command: [./bin/reader, "--flag"], env: {TOKEN: "${T}"}}'))
+    job = load_job(tmp_path / "job.yaml", env={"T": "granted"})
+    command = job.source.reader.implementation
+    assert (command.command, command.env, command.cwd()) == (["./bin/reader", "--flag"], {"TOKEN": "granted"}, tmp_path)
+    assert (command.start_timeout_s, command.call_timeout_s, command.stall_timeout_s) == (10, 60, 300)
+    assert str(command) == "./bin/reader --flag"
+    remote = parse(_with_implementation('{flight: "grpc://127.0.0.1:8815", call_timeout_s: 5}')).source.reader.implementation
+    assert (str(remote), remote.call_timeout_s) == ("grpc://127.0.0.1:8815", 5)
+
+
+@pytest.mark.parametrize(
+    ("implementation", "message"),
+    [
+        ("{command: ./bin/reader}", "source.reader.implementation.command (line 6): Input should be a valid list"),
+        ("{command: []}", "source.reader.implementation.command (line 6): List should have at least 1 item"),
+        ("{command: [x], start_timeout: 3}", "implementation.start_timeout (line 6): unknown key; did you mean "
+                                             "'start_timeout_s'?"),
+        ("{command: [x], start_timeout_s: 0}", "start_timeout_s (line 6): Input should be greater than 0"),
+        ("{command: [x], env: {DATIVO_PROTOCOL: '2'}}", "DATIVO_PROTOCOL is set by Dativo itself"),
+        ("{flight: 'http://host:1'}", "implementation.flight (line 6): must be a Flight location"),
+        ("{binary: ./x}", "source.reader.implementation (line 6): must be a name (built-in, entry point or "
+                          "package.module:Class), {lib: path}, {command: [executable, ...]} or {flight: "),
+    ],
+)
+def test_bad_plugin_process_forms_get_one_clear_error(implementation: str, message: str) -> None:
+    error = error_of(_with_implementation(implementation))
+    assert message in str(error) and str(error).count("source.reader") == 1, str(error)  # one problem, not one per form

@@ -158,6 +158,21 @@ def test_fallback_discards_what_the_custom_reader_wrote(workdir, engine) -> None
     assert not (workdir / "out" / "items" / "_dativo" / "staging" / "fb").exists()
 
 
+@pytest.mark.parametrize(("writer", "falls_back"), [("FailingWriter", True), ("SealedFailingWriter", False)])
+def test_a_plugin_can_forbid_fallback(workdir, engine, writer: str, falls_back: bool) -> None:
+    text = custom(f"{PLUGINS}:GoodReader").replace(
+        "target: {type: parquet, path: out/items}",
+        f'target: {{type: parquet, path: out/items, writer: {{type: custom, implementation: "{PLUGINS}:{writer}", '
+        "fallback: default}}",
+    )
+    if falls_back:
+        assert engine(text).run().fallback_used
+        return
+    with pytest.raises(PluginFailed, match="disk quota exceeded"):
+        engine(text).run()
+    assert not (workdir / "out" / "items").exists() or not markers(workdir / "out" / "items")
+
+
 def test_fallback_is_logged_as_a_warning(workdir, engine, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="dativo"):
         engine(custom(f"{PLUGINS}:RaisingCheck", fallback="default")).run()

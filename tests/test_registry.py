@@ -37,7 +37,8 @@ def test_unknown_name_suggests_and_lists() -> None:
         resolve("reader", "jsnol")
     message = str(caught.value)
     assert message.startswith("plugin 'jsnol': no reader named 'jsnol'. Did you mean 'jsonl'? Available: ")
-    assert "csv, jsonl, parquet" in message and "package.module:Class" in message
+    available = message.split("Available: ", 1)[1]
+    assert all(f"{name}," in available for name in ("csv", "jsonl", "parquet")) and "package.module:Class" in message
     assert caught.value.exit_code == 3
 
 
@@ -178,3 +179,28 @@ def test_list_plugins() -> None:
         )
     assert rows[("reader", "csv")].target == "dativo.readers.files:CsvReader"
     assert {("reader", "postgres"), ("reader", "postgres-python"), ("writer", "iceberg")} <= set(rows)
+
+
+# --- plugin processes -----------------------------------------------------------------------------------
+
+
+def test_a_plugin_process_declares_its_api_range_language_and_version(tmp_path: Path) -> None:
+    from dativo.config import PluginCommand
+    from tests.plugins.fixtures_flight import raw
+
+    from tests.plugins.fixtures_flight import plugin_children
+
+    with pytest.raises(PluginIncompatible) as caught:
+        resolve("reader", PluginCommand(**raw("api-7")))  # type: ignore[arg-type]
+    assert f"supports Dativo API >=7,<8, but this Dativo provides API {API_VERSION}" in str(caught.value)
+    assert plugin_children() == []  # the process that told it is gone
+
+
+def test_a_running_plugin_that_is_not_there() -> None:
+    from dativo.config import FlightEndpoint
+    from dativo.errors import PluginFailed
+
+    with pytest.raises(PluginFailed) as caught:
+        resolve("reader", FlightEndpoint(flight="grpc://127.0.0.1:1"))
+    assert "is the plugin at grpc://127.0.0.1:1 still running?" in str(caught.value)
+    assert caught.value.plugin == "grpc://127.0.0.1:1"

@@ -158,6 +158,9 @@ class _Plugin:
     """Implementation language, shown in reports (``python``, ``rust``, ``go``, ``c++``)."""
     api_version: ClassVar[str] = ">=1,<2"
     """PEP 440 specifier of the :data:`API_VERSION` range this plugin supports."""
+    allow_fallback: ClassVar[bool] = True
+    """``False``: never replace this plugin by the built-in, whatever the job's ``fallback`` says (a writer
+    that encrypts must not fall back to one that writes plaintext); its failure fails the job."""
     connector: ClassVar[str | None] = None
     """The connector type (``postgres``, ``csv`` …) whose section keys ``Config`` validates along with
     ``options``; a plugin that reads the same kind of source as a built-in (a native Postgres reader, say)

@@ -40,6 +40,8 @@ app = typer.Typer(
 )
 plugins_app = typer.Typer(help="List and inspect readers and writers.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
+plugin_app = typer.Typer(help="Develop and run plugins.", no_args_is_help=True)
+app.add_typer(plugin_app, name="plugin")
 
 out = Console()
 err = Console(stderr=True)
@@ -273,6 +275,35 @@ def plugins_info(
         "api_version": spec.api_version,
         "options": spec.cls.Config.model_json_schema(),
     }, indent=2))
+
+
+@plugin_app.command("serve")
+def plugin_serve(
+    targets: Annotated[list[str], typer.Argument(
+        help="A reader and/or a writer: package.module:Class, an entry point or a built-in name.",
+        show_default=False,
+    )],
+    listen: Annotated[str | None, typer.Option(
+        "--listen", help="Flight location to listen on, e.g. grpc://127.0.0.1:0 or grpc+unix:///path "
+        "(default: grpc+unix://$DATIVO_FLIGHT_SOCKET, else grpc://127.0.0.1:0).",
+    )] = None,
+    role: Annotated[str | None, typer.Option("--role", help="Serve one role only: reader or writer.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The plugin's name in its handshake.")] = None,
+    stdin_eof: Annotated[bool | None, typer.Option(
+        "--exit-on-stdin-eof/--no-exit-on-stdin-eof",
+        help="Exit when stdin reaches EOF (default: when a host started it, i.e. DATIVO_PROTOCOL is set).",
+        show_default=False,
+    )] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Serve a Python reader and/or writer out of process, over Arrow Flight (docs/plugins/protocol.md)."""
+    from dativo.plugins.serve import serve
+
+    if role not in (None, "reader", "writer"):
+        raise typer.Exit(_fail(DativoError(f"--role must be reader or writer, not {role!r}"), debug=debug))
+    code = serve(targets, listen=listen, role=role,  # type: ignore[arg-type]
+                 name=name, exit_on_stdin_eof=stdin_eof, debug=debug)
+    raise typer.Exit(code)
 
 
 @app.command()

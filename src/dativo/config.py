@@ -11,12 +11,24 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dativo import secrets
 from dativo.errors import ConfigError
@@ -35,16 +47,143 @@ class SandboxConfig(_Strict):
     enabled: bool = Field(False, description="Run the implementation in a sandbox, out of process.")
 
 
+class NativeLibrary(_Strict):
+    """A C or C++ shared library implementing the C ABI of ``sdk/cpp/dativo_plugin.h``."""
+
+    lib: str = Field(
+        min_length=1, description="The .so/.dylib file: absolute, or relative to the job file's folder."
+    )
+    symbol_prefix: str = Field(
+        "dativo_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Prefix of the library's exported functions."
+    )
+    _base: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _remember_base(self, info: ValidationInfo) -> NativeLibrary:
+        base = (info.context or {}).get("base")  # the job file's folder, when parse_job knows it
+        self._base = Path(base).absolute() if base is not None else None
+        return self
+
+    def path(self) -> Path:
+        """The library file, a relative ``lib`` resolved against the job file's folder."""
+        file = Path(os.path.expanduser(self.lib))
+        return file if file.is_absolute() or self._base is None else self._base / file
+
+    def __str__(self) -> str:
+        return self.lib
+
+
+class _PluginTimeouts(_Strict):
+    """Deadlines of an out-of-process plugin: a hung plugin fails the job (or falls back), never hangs it."""
+
+    call_timeout_s: float = Field(
+        60.0, gt=0, le=86400,
+        description="Deadline of each call to the plugin (check, discover, plan, commit …), in seconds.",
+    )
+    stall_timeout_s: float = Field(
+        300.0, gt=0, le=86400,
+        description="Longest wait for the plugin on a data stream (its next batch, or its acceptance of "
+        "ours), in seconds.",
+    )
+
+
+class PluginCommand(_PluginTimeouts):
+    """A plugin process the host starts; it speaks Arrow Flight (docs/plugins/protocol.md)."""
+
+    command: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1,
+        description="The executable and its arguments; a relative path starts at the job file's folder, "
+        "which is also the plugin's working directory.",
+    )
+    start_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Seconds the plugin may take to print its handshake."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables the plugin gets besides PATH, HOME, LANG and TMPDIR (it sees nothing else of "
+        "the host's environment); a `${VAR}` value is a secret granted to it.",
+    )
+    _base: Path | None = PrivateAttr(None)
+
+    @field_validator("env")
+    @classmethod
+    def _variable_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"'{name}' is not a valid environment variable name")
+            if name in ("DATIVO_FLIGHT_SOCKET", "DATIVO_PROTOCOL"):
+                raise ValueError(f"{name} is set by Dativo itself")
+        return env
+
+    @model_validator(mode="after")
+    def _remember_base(self, info: ValidationInfo) -> PluginCommand:
+        base = (info.context or {}).get("base")  # the job file's folder, when parse_job knows it
+        self._base = Path(base).absolute() if base is not None else None
+        return self
+
+    def cwd(self) -> Path:
+        """The plugin's working directory: the job file's folder (else the current one)."""
+        return self._base if self._base is not None else Path.cwd()
+
+    def __str__(self) -> str:
+        return shlex.join(self.command)
+
+
+class FlightEndpoint(_PluginTimeouts):
+    """A plugin that runs already and serves Arrow Flight; Dativo connects to it and manages no process."""
+
+    flight: str = Field(
+        description="Its Flight location: grpc://host:port, grpc+tls://host:port or grpc+unix:///a/socket.",
+    )
+
+    @field_validator("flight")
+    @classmethod
+    def _location(cls, flight: str) -> str:
+        if not re.fullmatch(r"grpc(\+tcp|\+tls|\+unix)?://\S+", flight):
+            raise ValueError("must be a Flight location: grpc://host:port, grpc+tls://host:port or "
+                             "grpc+unix:///path/to/socket")
+        return flight
+
+    def __str__(self) -> str:
+        return self.flight
+
+
+def _implementation_form(value: Any) -> str | None:
+    """Which form of ``implementation`` a value is, by its key: a bad one gets that form's errors only."""
+    if isinstance(value, str):
+        return "form:name"
+    for form, model in (("lib", NativeLibrary), ("command", PluginCommand), ("flight", FlightEndpoint)):
+        if isinstance(value, model) or (isinstance(value, dict) and form in value):
+            return f"form:{form}"
+    return None
+
+
+Implementation = Annotated[
+    Annotated[str, Tag("form:name")]
+    | Annotated[NativeLibrary, Tag("form:lib")]
+    | Annotated[PluginCommand, Tag("form:command")]
+    | Annotated[FlightEndpoint, Tag("form:flight")],
+    Discriminator(
+        _implementation_form,
+        custom_error_type="implementation_form",
+        custom_error_message="must be a name (built-in, entry point or package.module:Class), {lib: path}, "
+        "{command: [executable, ...]} or {flight: grpc://host:port}",
+    ),
+]
+"""The forms of ``implementation:``; the ``form:`` tags are dropped from error paths."""
+
+
 class ImplementationConfig(_Strict):
     """Which code reads or writes: the built-in one, or the user's."""
 
     type: Literal["default", "custom"] = Field(
         "default", description="`default`: the built-in implementation of the connector type; `custom`: yours."
     )
-    implementation: str | None = Field(
+    implementation: Implementation | None = Field(
         None,
         description="With type custom: a built-in name, an entry point (group dativo.readers / dativo.writers), "
-        "or a dotted path `package.module:Class`.",
+        "a dotted path `package.module:Class`, a native library `{lib: ./libreader.so}`, a plugin process "
+        "`{command: [./bin/reader]}` or a running plugin `{flight: grpc://host:port}`.",
     )
     fallback: Literal["default", "fail"] = Field(
         "default",
@@ -196,18 +335,42 @@ def _substitute(value: Any, path: tuple[str, ...], env: Mapping[str, str], base:
 # --- validation errors ------------------------------------------------------------------------------
 
 
+def _models_in(annotation: Any, tag: str | None = None) -> list[type[BaseModel]]:
+    """The models an annotation allows (through Optional, unions, Annotated); with ``tag``, that member's."""
+    found: list[type[BaseModel]] = []
+
+    def walk(node: Any, tags: tuple[str, ...]) -> None:
+        if get_origin(node) is Annotated:
+            inner, *metadata = get_args(node)
+            walk(inner, (*tags, *(m.tag for m in metadata if isinstance(m, Tag))))
+        elif isinstance(node, type) and issubclass(node, BaseModel):
+            if tag is None or tag in tags:
+                found.append(node)
+        else:
+            for arg in get_args(node):
+                walk(arg, tags)
+
+    walk(annotation, ())
+    return found
+
+
 def _fields_at(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
-    """Names of the fields allowed at ``path`` inside ``model`` (for "did you mean")."""
+    """Names of the fields allowed at ``path`` inside ``model`` (for "did you mean").
+
+    ``path`` is an error location: a ``form:…`` part after a field picks that member of a tagged union.
+    """
     current: Any = model
-    for part in path:
+    parts = [str(p) for p in path]
+    while parts:
+        part = parts.pop(0)
         fields = getattr(current, "model_fields", None)
         if not fields or part not in fields:
             return []
-        annotation = fields[part].annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if current is None:
+        tag = parts.pop(0) if parts and parts[0].startswith("form:") else None
+        candidates = _models_in(fields[part].annotation, tag)
+        if not candidates:
             return []
+        current = candidates[0]
     return list(getattr(current, "model_fields", {}))
 
 
@@ -223,11 +386,12 @@ def describe_validation_error(
     loc = loc or Located(None, {})
     problems = []
     for error in exc.errors():
-        path = tuple(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+        raw = tuple(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+        path = tuple(p for p in raw if not p.startswith("form:"))  # union tags mean nothing in the YAML
         where = loc.where((*prefix, *path))
         kind = error["type"]
         if kind == "extra_forbidden":
-            allowed = [*_fields_at(model, path[:-1]), *extra_fields]
+            allowed = [*_fields_at(model, raw[:-1]), *extra_fields]
             guess = difflib.get_close_matches(path[-1], allowed, n=1, cutoff=0.6)
             hint = f"did you mean '{guess[0]}'?" if guess else f"allowed keys: {', '.join(sorted(allowed))}"
             problems.append(f"{where}: unknown key; {hint}")
@@ -284,7 +448,7 @@ def parse_job(text: str, *, source: Path | None = None, env: Mapping[str, str] |
     except ConfigError as exc:
         raise exc.with_context(job=job_name) from None
     try:
-        job = JobConfig.model_validate(raw)
+        job = JobConfig.model_validate(raw, context={"base": base})
     except ValidationError as exc:
         job_name = raw.get("name") if isinstance(raw.get("name"), str) else None
         raise ConfigError(

@@ -234,9 +234,9 @@ class Engine:
             except DativoError as exc:
                 if isinstance(exc, ConfigError | SandboxError):
                     raise  # the user's to fix: the built-in implementation would meet it too
-                if exc.role == "reader" and r + 1 < len(readers):
+                if exc.role == "reader" and r + 1 < len(readers) and self._may_fall_back("reader"):
                     r += 1
-                elif exc.role == "writer" and w + 1 < len(writers):
+                elif exc.role == "writer" and w + 1 < len(writers) and self._may_fall_back("writer"):
                     w += 1
                 else:
                     raise
@@ -246,6 +246,18 @@ class Engine:
                 report.fallback_used = True
                 report.fallback_reason = "; ".join(filter(None, [report.fallback_reason, reason]))
         return report.finish(time.monotonic() - started)
+
+    def _may_fall_back(self, role: Role) -> bool:
+        """Whether the custom plugin lets the built-in replace it (an encrypting writer must not)."""
+        _, _, impl = self._section(role)
+        try:
+            spec = resolve(role, impl.implementation or "")
+        except DativoError:  # it never loaded: nothing of it can object
+            return True
+        if getattr(spec.cls, "allow_fallback", True):
+            return True
+        log.error("%s %s forbids falling back to the built-in %s", role, spec.name, role)
+        return False
 
     def check(self) -> list[tuple[str, str, str]]:
         """Load both plugins and call their ``check``.

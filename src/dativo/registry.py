@@ -5,7 +5,9 @@
 1. ``package.module:Class`` — a dotted path with a colon;
 2. a built-in name (``csv``, ``postgres``, ``iceberg`` …), imported lazily;
 3. an entry point in ``dativo.readers`` / ``dativo.writers`` (installed plugins);
-4. ``package.module.Class`` — a dotted path without a colon.
+4. ``package.module.Class`` — a dotted path without a colon;
+5. ``{lib: path}`` — a native C/C++ library (:mod:`dativo.plugins.native`);
+6. ``{command: [...]}`` or ``{flight: url}`` — a plugin process, over Arrow Flight (:mod:`.plugins.process`).
 
 A class is checked before any data moves: is it a Reader/Writer, is it complete, does it support this
 :data:`dativo.api.API_VERSION`, is its ``Config`` a pydantic model, and do the job's options validate.
@@ -26,8 +28,8 @@ from packaging.version import Version
 from pydantic import BaseModel, ValidationError
 
 from dativo.api import API_VERSION, Reader, Writer
-from dativo.config import Located, describe_validation_error
-from dativo.errors import ConfigError, PluginIncompatible, PluginNotFound
+from dativo.config import FlightEndpoint, Located, NativeLibrary, PluginCommand, describe_validation_error
+from dativo.errors import ConfigError, PluginFailed, PluginIncompatible, PluginNotFound
 
 Role = Literal["reader", "writer"]
 
@@ -56,7 +58,7 @@ class PluginSpec:
         role: ``reader`` or ``writer``.
         name: How the job (or the built-in table) names it.
         cls: The Reader or Writer class.
-        origin: ``builtin``, ``entry point`` or ``dotted path``.
+        origin: ``builtin``, ``entry point``, ``dotted path``, ``native``, ``process`` or ``flight``.
         version: The plugin's version.
     """
 
@@ -186,6 +188,8 @@ def _validate(role: Role, name: str, cls: Any) -> None:
             f"'{name}' is a {what}, not a dativo.api.{base.__name__}",
             hint=f"Subclass dativo.api.{base.__name__} and implement its abstract methods.",
         )
+    if _remote(cls):
+        cls.describe()  # starts (or reaches) the plugin once to learn its API range, language and version
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise PluginIncompatible(
@@ -213,10 +217,18 @@ def _validate(role: Role, name: str, cls: Any) -> None:
         )
 
 
+def _remote(cls: Any) -> bool:
+    """Whether ``cls`` is an out-of-process plugin's proxy (:mod:`dativo.plugins.flight`)."""
+    remote = sys.modules.get("dativo.plugins.flight")  # imported once any such class exists
+    return remote is not None and inspect.isclass(cls) and issubclass(cls, remote.RemotePlugin)
+
+
 def _spec(role: Role, name: str, cls: Any, origin: str, version: str | None = None) -> PluginSpec:
     try:
         _validate(role, name, cls)
     except PluginIncompatible as exc:
+        if _remote(cls):
+            cls.discard()  # the process started to learn its spec: nothing will use it now
         raise exc.with_context(plugin=name) from None
     return PluginSpec(role, name, cls, origin, version or str(getattr(cls, "version", "0.0.0")))
 
@@ -253,13 +265,35 @@ def _load_entry_point(role: Role, ep: metadata.EntryPoint) -> PluginSpec:
     return _spec(role, ep.name, cls, "entry point", getattr(cls, "version", None) if version is None else version)
 
 
-def resolve(role: Role, implementation: str) -> PluginSpec:
+def _load_native(role: Role, native: NativeLibrary) -> PluginSpec:
+    from dativo.plugins.native import library  # ctypes only when a job names a library
+
+    try:
+        cls = library(native.path(), role=role, symbol_prefix=native.symbol_prefix, name=native.lib)
+    except (PluginNotFound, PluginIncompatible) as exc:
+        raise exc.with_context(plugin=native.lib) from exc.__cause__
+    return _spec(role, native.lib, cls, "native")
+
+
+def _load_process(role: Role, implementation: PluginCommand | FlightEndpoint) -> PluginSpec:
+    from dativo.plugins.process import from_config  # pyarrow.flight only when a job names a plugin process
+
+    origin = "flight" if isinstance(implementation, FlightEndpoint) else "process"
+    return _spec(role, str(implementation), from_config(role, implementation), origin)
+
+
+def resolve(role: Role, implementation: str | NativeLibrary | PluginCommand | FlightEndpoint) -> PluginSpec:
     """Find, import and validate the implementation a job names.
 
     Raises:
         PluginNotFound: Nothing matches; the message lists what is available.
         PluginIncompatible: Something matches but cannot be used.
+        PluginFailed: A plugin process did not start.
     """
+    if isinstance(implementation, NativeLibrary):
+        return _load_native(role, implementation)
+    if isinstance(implementation, PluginCommand | FlightEndpoint):
+        return _load_process(role, implementation)
     name = implementation.strip()
     if ":" in name:
         try:
@@ -324,7 +358,7 @@ def list_plugins() -> list[PluginInfo]:
                 rows.append(
                     PluginInfo(role, name, spec.origin, target, spec.version, spec.language, spec.api_version, "ok")
                 )
-            except (PluginNotFound, PluginIncompatible) as exc:
+            except (PluginNotFound, PluginIncompatible, PluginFailed) as exc:
                 origin = "builtin" if name in _BUILTINS[role] and target == _BUILTINS[role][name][0] else "entry point"
                 rows.append(PluginInfo(role, name, origin, target, "", "", "", f"unavailable: {exc.message}"))
     return rows

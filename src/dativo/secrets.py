@@ -14,7 +14,11 @@ import threading
 MASK = "***"
 _MIN_SECRET_LENGTH = 3
 
-_URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*):(?P<pw>[^@\s]+)@")
+# The lookbehind starts a scheme only where a run of scheme characters starts: without it, every position of a
+# long word is tried and the match is quadratic in the line's length (a plugin's stderr has long lines).
+_URI_PASSWORD = re.compile(
+    r"(?P<scheme>(?<![a-zA-Z0-9+.\-])[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*):(?P<pw>[^@\s]+)@"
+)
 _KV_PASSWORD = re.compile(r"(?P<key>\b(?:password|passwd|pwd|secret|secret_access_key|token)\s*[=:]\s*)(?P<pw>'[^']*'|\"[^\"]*\"|[^\s,;&}]+)", re.IGNORECASE)
 
 _lock = threading.Lock()

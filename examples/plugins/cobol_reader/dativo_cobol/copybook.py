@@ -1,0 +1,413 @@
+"""Parsing a COBOL copybook into a record layout (byte offsets) and an Arrow schema.
+
+Supported: levels 01-49 and 77 (66 and 88 are skipped), ``PIC``/``PICTURE`` with ``X``, ``A``, ``9``,
+``S``, ``V`` and repeat counts, numeric-edited pictures (read as text), ``USAGE`` ``DISPLAY``,
+``COMP``/``COMP-4``/``BINARY``/``COMP-5``, ``COMP-3``/``PACKED-DECIMAL`` (also on a group, inherited),
+``SIGN [IS] LEADING|TRAILING [SEPARATE]``, fixed ``OCCURS n [TIMES]``, ``REDEFINES``, ``FILLER``,
+``VALUE`` (ignored). Several 01 records in one copybook are alternative layouts of the same record, as if
+each later one ``REDEFINES`` the first. Anything else is refused with the copybook's line number.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+
+from dativo.errors import ConfigError
+
+Kind = Literal["group", "text", "zoned", "packed", "binary"]
+
+_HINT = "Fix the copybook, or tell the plugin's authors which COBOL clause it should support."
+_USAGES: dict[str, Kind | None] = {
+    "DISPLAY": None,
+    "COMP": "binary", "COMPUTATIONAL": "binary", "COMP-4": "binary", "COMPUTATIONAL-4": "binary",
+    "BINARY": "binary", "COMP-5": "binary", "COMPUTATIONAL-5": "binary",
+    "COMP-3": "packed", "COMPUTATIONAL-3": "packed", "PACKED-DECIMAL": "packed",
+}
+_UNSUPPORTED_USAGES = {"COMP-1", "COMP-2", "COMPUTATIONAL-1", "COMPUTATIONAL-2", "POINTER", "INDEX",
+                       "NATIONAL", "DISPLAY-1", "FUNCTION-POINTER", "PROCEDURE-POINTER"}
+_CLAUSES = {"PIC", "PICTURE", "USAGE", "REDEFINES", "OCCURS", "VALUE", "VALUES", "SIGN", "LEADING",
+            "TRAILING", "SYNC", "SYNCHRONIZED", "JUSTIFIED", "JUST", "BLANK", "GLOBAL", "EXTERNAL",
+            *_USAGES, *_UNSUPPORTED_USAGES}
+_DIRECTIVES = {"EJECT", "SKIP1", "SKIP2", "SKIP3"}
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[^\s'\"]+")
+
+
+@dataclass
+class Item:
+    """One data description entry of the copybook.
+
+    Attributes:
+        level: Its level number (1-49, 77).
+        name: The COBOL name (``FILLER`` for fillers and unnamed items).
+        line: Where it is described (1-based line of the copybook).
+        kind: ``group`` or how an elementary item is stored.
+        digits: Digits of a numeric item (integer and fraction part).
+        scale: Digits after the implied decimal point ``V``.
+        signed: Whether the picture has ``S``.
+        sign_leading: The sign is on (or before) the first digit instead of the last.
+        sign_separate: The sign is a separate ``+``/``-`` byte.
+        occurs: Fixed repetition count, if any.
+        redefines: The name of the item this one redefines, if any.
+        size: Bytes of one occurrence.
+        offset: Byte offset of the first occurrence, relative to the parent's start.
+        absolute: Byte offset of the first occurrence in the record (for messages).
+        children: Subordinate items of a group.
+    """
+
+    level: int
+    name: str
+    line: int
+    kind: Kind = "group"
+    usage: Kind | None = None
+    picture: str = ""
+    digits: int = 0
+    scale: int = 0
+    signed: bool = False
+    sign_leading: bool = False
+    sign_separate: bool = False
+    occurs: int | None = None
+    redefines: str | None = None
+    size: int = 0
+    offset: int = 0
+    absolute: int = 0
+    children: list[Item] = field(default_factory=list)
+    selected: list[Item] = field(default_factory=list)
+    """The children that become columns: no fillers, one alternative of each REDEFINES group."""
+
+    @property
+    def filler(self) -> bool:
+        """Whether this item is skipped (``FILLER``)."""
+        return self.name.upper() == "FILLER"
+
+    @property
+    def column(self) -> str:
+        """The Arrow column name: lower case, ``-`` becomes ``_``."""
+        return self.name.lower().replace("-", "_")
+
+    @property
+    def extent(self) -> int:
+        """Bytes of all occurrences."""
+        return self.size * (self.occurs or 1)
+
+    def arrow_type(self) -> pa.DataType:
+        """The Arrow type of one occurrence (see the README's type mapping)."""
+        if self.kind == "group":
+            return pa.struct([pa.field(c.column, c.arrow_list_type()) for c in self.selected])
+        if self.kind == "text":
+            return pa.string()
+        if self.kind == "binary":
+            unsigned = not self.signed
+            if self.scale == 0:
+                if self.size == 8 and unsigned:
+                    return pa.decimal128(20, 0)
+                bits = self.size * 8 * (2 if unsigned else 1)
+                return {16: pa.int16(), 32: pa.int32(), 64: pa.int64()}[bits]
+            precision = {2: 5, 4: 10, 8: 20 if unsigned else 19}[self.size]
+            return pa.decimal128(precision, self.scale)
+        if self.scale == 0 and self.digits <= 18:
+            return pa.int16() if self.digits <= 4 else pa.int32() if self.digits <= 9 else pa.int64()
+        return pa.decimal128(self.digits, self.scale)
+
+    def arrow_list_type(self) -> pa.DataType:
+        """The Arrow type of the column: a list when the item ``OCCURS``."""
+        return pa.list_(self.arrow_type()) if self.occurs else self.arrow_type()
+
+
+@dataclass
+class Layout:
+    """A parsed copybook: the record's columns, its length and its Arrow schema.
+
+    Attributes:
+        record: A group item whose ``selected`` children are the columns.
+        length: Record length in bytes (the longest alternative layout).
+        schema: The Arrow schema of the decoded batches.
+    """
+
+    record: Item
+    length: int
+    schema: pa.Schema
+
+
+def _fail(source: str, line: int, message: str) -> ConfigError:
+    return ConfigError(f"copybook {source}, line {line}: {message}", hint=_HINT)
+
+
+def _statements(text: str, source: str) -> list[tuple[int, list[str]]]:
+    """Split the copybook into period-terminated statements of tokens, each with its first line."""
+    lines = text.splitlines()
+    # Fixed format (sequence area in columns 1-6, indicator in 7, code in 8-72) when every line's first six
+    # columns are blank or a sequence number; otherwise free format (a copybook typed without margins).
+    fixed = all(ln[:6].isspace() or ln[:6].isdigit() for ln in lines if ln.strip())
+    statements: list[tuple[int, list[str]]] = []
+    tokens: list[str] = []
+    start = 0
+    for number, raw in enumerate(lines, 1):
+        if fixed:
+            indicator = raw[6:7]
+            if indicator in ("*", "/"):
+                continue
+            code = raw[7:72]
+        else:
+            code = raw
+            if code.lstrip().startswith("*"):
+                continue
+        code = code.split("*>", 1)[0]  # inline comment
+        for token in _TOKEN.findall(code):
+            if not tokens:
+                start = number
+            end = token.endswith(".") and not token.startswith(("'", '"'))
+            token = token.rstrip(".") if end else token
+            if token:
+                tokens.append(token)
+            if end and tokens:
+                statements.append((start, tokens))
+                tokens = []
+    if tokens:
+        if tokens[0].upper() in _DIRECTIVES:
+            return statements
+        raise _fail(source, start, f"the entry '{' '.join(tokens[:4])}' does not end with a period")
+    return statements
+
+
+def _picture(item: Item, picture: str, source: str) -> None:
+    """Fill in the kind, digits, scale and size of an elementary item from its PICTURE string."""
+    expanded = re.sub(r"(.)\((\d+)\)", lambda m: m[1] * int(m[2]), picture.upper())
+    if "(" in expanded or ")" in expanded:
+        raise _fail(source, item.line, f"PIC {picture} of {item.name} is not a valid picture string")
+    item.picture = picture
+    numeric = re.fullmatch(r"(S?)(9*)(?:V(9*))?", expanded)
+    if numeric and (numeric[2] or numeric[3]):
+        item.signed = bool(numeric[1])
+        item.scale = len(numeric[3] or "")
+        item.digits = len(numeric[2]) + item.scale
+        item.kind = item.usage or "zoned"
+        if item.digits > 31 or (item.kind == "binary" and item.digits > 18):
+            limit = 18 if item.kind == "binary" else 31
+            raise _fail(source, item.line, f"PIC {picture} of {item.name} has {item.digits} digits; "
+                        f"at most {limit} are supported for this usage")
+        if item.kind == "packed":
+            item.size = item.digits // 2 + 1
+        elif item.kind == "binary":
+            item.size = 2 if item.digits <= 4 else 4 if item.digits <= 9 else 8
+        else:
+            item.size = item.digits + (1 if item.sign_separate else 0)
+        return
+    if "P" in expanded:
+        raise _fail(source, item.line, f"PIC {picture} of {item.name}: the scaling symbol P is not supported")
+    if item.usage is not None:
+        raise _fail(source, item.line, f"{item.name} is not numeric (PIC {picture}), so it cannot be "
+                    f"{'COMP-3' if item.usage == 'packed' else 'COMP/BINARY'}")
+    if not expanded or not re.fullmatch(r"[XA9BZ0/,.+\-*$CRDBE]+", expanded) or expanded.count("V") > 0:
+        raise _fail(source, item.line, f"PIC {picture} of {item.name} is not a picture string this reader knows")
+    item.kind = "text"  # alphanumeric, alphabetic or numeric-edited: read as text
+    item.size = len(expanded)
+
+
+def _entry(start: int, tokens: list[str], source: str, inherited: Kind | None) -> Item | None:
+    """Parse one data description entry; ``None`` for entries that describe no bytes (66, 88, directives)."""
+    head = tokens[0].upper()
+    if head in _DIRECTIVES:
+        return None
+    if not head.isdigit():
+        raise _fail(source, start, f"expected a level number, found '{tokens[0]}'")
+    level = int(head)
+    if level in (66, 88):
+        return None
+    if not (1 <= level <= 49 or level == 77):
+        raise _fail(source, start, f"level number {level} is not valid (use 01-49 or 77)")
+    rest = tokens[1:]
+    name = "FILLER"
+    if rest and rest[0].upper() not in _CLAUSES:
+        name = rest.pop(0)
+    item = Item(level=level, name=name, line=start, usage=inherited)
+    picture: str | None = None
+    i = 0
+
+    def take(what: str) -> str:
+        nonlocal i
+        if i >= len(rest):
+            raise _fail(source, start, f"{name}: {what} expected after {rest[i - 1]}")
+        i += 1
+        return rest[i - 1]
+
+    def skip_word(*words: str) -> None:
+        nonlocal i
+        if i < len(rest) and rest[i].upper() in words:
+            i += 1
+
+    while i < len(rest):
+        word = take("a clause").upper()
+        if word in ("PIC", "PICTURE"):
+            skip_word("IS")
+            picture = take("a picture string")
+        elif word == "USAGE" or word in _USAGES or word in _UNSUPPORTED_USAGES:
+            if word == "USAGE":
+                skip_word("IS")
+                word = take("a usage").upper()
+            if word in _UNSUPPORTED_USAGES or word not in _USAGES:
+                raise _fail(source, start, f"USAGE {word} of {name} is not supported")
+            item.usage = _USAGES[word]
+        elif word == "REDEFINES":
+            item.redefines = take("the name of the redefined item")
+        elif word == "OCCURS":
+            count = take("a count")
+            if not count.isdigit() or int(count) < 1:
+                raise _fail(source, start, f"OCCURS {count} of {name} is not a positive count")
+            skip_word("TIMES")
+            if i < len(rest) and rest[i].upper() in ("TO", "DEPENDING"):
+                raise _fail(source, start, f"{name}: OCCURS ... DEPENDING ON (variable occurrences) is not "
+                            "supported; only a fixed OCCURS n")
+            item.occurs = int(count)
+            while i < len(rest) and rest[i].upper() not in _CLAUSES:  # ASCENDING KEY ..., INDEXED BY ...
+                i += 1
+        elif word in ("VALUE", "VALUES"):
+            while i < len(rest) and rest[i].upper() not in _CLAUSES:
+                i += 1
+        elif word in ("SIGN", "LEADING", "TRAILING"):
+            if word == "SIGN":
+                skip_word("IS")
+                word = take("LEADING or TRAILING").upper()
+            if word not in ("LEADING", "TRAILING"):
+                raise _fail(source, start, f"{name}: SIGN {word} is not LEADING or TRAILING")
+            item.sign_leading = word == "LEADING"
+            if i < len(rest) and rest[i].upper() == "SEPARATE":
+                i += 1
+                item.sign_separate = True
+                skip_word("CHARACTER")
+        elif word in ("SYNC", "SYNCHRONIZED"):
+            raise _fail(source, start, f"{name}: SYNCHRONIZED (alignment slack bytes) is not supported")
+        elif word in ("JUSTIFIED", "JUST"):
+            skip_word("RIGHT")
+        elif word == "BLANK":
+            skip_word("WHEN")
+            skip_word("ZERO", "ZEROS", "ZEROES")
+        elif word in ("GLOBAL", "EXTERNAL"):
+            pass
+        else:
+            raise _fail(source, start, f"unexpected '{rest[i - 1]}' in the description of {name}")
+    if picture is not None:
+        _picture(item, picture, source)
+    elif item.sign_separate or item.sign_leading:
+        raise _fail(source, start, f"{name}: a SIGN clause needs a numeric PIC")
+    return item
+
+
+def _layout(item: Item, source: str, picks: set[str], used: set[str], base: int) -> None:
+    """Compute sizes and offsets of a group's children and choose the alternatives that become columns."""
+    item.absolute = base
+    if item.kind != "group":
+        return
+    if not item.children:
+        raise _fail(source, item.line, f"{item.name} has neither a PIC clause nor subordinate items")
+    cursor = 0
+    extent: dict[int, int] = {}  # id of a redefined item -> bytes its redefinition group spans
+    alternatives: dict[int, list[Item]] = {}
+    by_name: dict[str, Item] = {}
+    for child in item.children:
+        if child.redefines:
+            target = by_name.get(child.redefines.upper())
+            if target is None:
+                raise _fail(source, child.line, f"{child.name} REDEFINES {child.redefines}, which is not an "
+                            f"earlier item at the same level of {item.name}")
+            child.offset = target.offset
+            _layout(child, source, picks, used, base + child.offset)
+            extent[id(target)] = max(extent[id(target)], child.extent)
+            alternatives[id(target)].append(child)
+            cursor = max(cursor, target.offset + extent[id(target)])
+        else:
+            child.offset = cursor
+            _layout(child, source, picks, used, base + cursor)
+            extent[id(child)] = child.extent
+            alternatives[id(child)] = [child]
+            by_name[child.name.upper()] = child
+            cursor += child.extent
+    item.size = cursor
+    columns: dict[str, Item] = {}
+    for child in item.children:
+        group = alternatives.get(id(child))
+        if group is None:
+            continue
+        chosen = [c for c in group if c.name.upper() in picks]
+        if len(chosen) > 1:
+            raise ConfigError(f"options.redefines picks both {chosen[0].name} and {chosen[1].name}, which "
+                              "redefine the same bytes", hint="Pick at most one alternative of each REDEFINES.")
+        pick = chosen[0] if chosen else group[0]
+        used.update(c.name.upper() for c in chosen)
+        if pick.filler or (pick.kind == "group" and not pick.selected):
+            continue
+        if pick.column in columns:
+            raise _fail(source, pick.line, f"{pick.name} gives the column '{pick.column}', like "
+                        f"{columns[pick.column].name} on line {columns[pick.column].line}")
+        columns[pick.column] = pick
+        item.selected.append(pick)
+
+
+def parse_copybook(text: str, source: str = "<copybook>", redefines: list[str] | tuple[str, ...] = ()) -> Layout:
+    """Parse a copybook into a :class:`Layout`.
+
+    Args:
+        text: The copybook's text.
+        source: Its name, for messages.
+        redefines: Names of REDEFINES alternatives to read instead of the first layout (the redefined item).
+
+    Raises:
+        ConfigError: The copybook does not parse or uses something unsupported (the message has the line).
+    """
+    root = Item(level=0, name="RECORD", line=1)
+    stack: list[Item] = [root]
+    top: list[Item] = []
+    for start, tokens in _statements(text, source):
+        level = int(tokens[0]) if tokens[0].isdigit() else 0
+        if tokens[0].upper() in _DIRECTIVES or level in (66, 88):
+            continue  # no bytes of their own (and 88 may follow any item: it must not end a group)
+        while len(stack) > 1 and stack[-1].level >= (1 if level == 77 else level):
+            stack.pop()
+        parent_usage = stack[-1].usage if len(stack) > 1 else None
+        entry = _entry(start, tokens, source, parent_usage)
+        if entry is None:
+            continue
+        parent = stack[-1]
+        if parent.kind != "group":
+            raise _fail(source, start, f"{parent.name} (line {parent.line}) has a PIC clause, so it cannot "
+                        f"contain the level {entry.level:02d} item {entry.name}")
+        if parent is root and entry.level == 1:
+            if top and not entry.redefines:
+                entry.redefines = top[0].name  # several 01 records: alternative layouts of one record
+            top.append(entry)
+        parent.children.append(entry)
+        stack.append(entry)
+    if not root.children:
+        raise _fail(source, 1, "no data description entries found")
+    picks = {name.upper() for name in redefines}
+    used: set[str] = set()
+    _layout(root, source, picks, used, 0)
+    unknown = sorted(picks - used)
+    if unknown:
+        raise ConfigError(f"options.redefines names {', '.join(unknown)}, which is not a REDEFINES alternative "
+                          f"in copybook {source}", hint="Name an item that has a REDEFINES clause.")
+    if not root.selected:
+        raise _fail(source, 1, "the record has no fields to read (only FILLER)")
+    record = root
+    if len(root.selected) == 1 and root.selected[0].kind == "group" and not root.selected[0].occurs:
+        record = root.selected[0]  # the usual 01 RECORD: its children are the columns
+    schema = pa.schema([pa.field(c.column, c.arrow_list_type()) for c in record.selected])
+    return Layout(record=record, length=root.size, schema=schema)
+
+
+def load_copybook(path: Path, redefines: list[str] | tuple[str, ...] = ()) -> Layout:
+    """Read and parse a copybook file.
+
+    Raises:
+        ConfigError: The file cannot be read or does not parse.
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"cannot read copybook {path}: {exc.strerror}",
+                          hint=f"Check options.copybook (relative paths start at {Path.cwd()}).") from None
+    return parse_copybook(text, str(path), redefines)

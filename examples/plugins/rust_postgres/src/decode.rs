@@ -1,0 +1,495 @@
+//! PostgreSQL binary values straight into Arrow builders, one decoder per output column.
+//!
+//! The decoder is chosen by the column's Arrow type in the planned schema; the SELECT of the split
+//! has already cast every column whose PostgreSQL type has no direct Arrow counterpart to `text`,
+//! `int8` or `float8` (see `dativo.readers.postgres.catalog`), so each Arrow type has exactly one
+//! PostgreSQL binary format behind it.
+
+use std::sync::Arc;
+
+use dativo_plugin::arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
+use dativo_plugin::arrow_array::types::IntervalMonthDayNano;
+use dativo_plugin::arrow_array::ArrayRef;
+use dativo_plugin::arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
+use dativo_plugin::Error;
+
+/// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
+const DAYS_2000: i32 = 10_957;
+/// Microseconds from 1970-01-01 to 2000-01-01.
+const MICROS_2000: i64 = 946_684_800_000_000;
+const UUID_EXTENSION: &str = "arrow.uuid";
+
+/// Whether this reader can produce a field of this Arrow type.
+pub fn supported(field: &Field) -> bool {
+    Kind::of(field).is_some()
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Decimal { precision: u8, scale: i8 },
+    Utf8,
+    Binary,
+    Date32,
+    Time64,
+    Timestamp,
+    Interval,
+    Uuid,
+}
+
+impl Kind {
+    fn of(field: &Field) -> Option<Kind> {
+        Some(match field.data_type() {
+            DataType::Boolean => Kind::Bool,
+            DataType::Int16 => Kind::Int16,
+            DataType::Int32 => Kind::Int32,
+            DataType::Int64 => Kind::Int64,
+            DataType::Float32 => Kind::Float32,
+            DataType::Float64 => Kind::Float64,
+            DataType::Decimal128(precision, scale) if *scale >= 0 => Kind::Decimal {
+                precision: *precision,
+                scale: *scale,
+            },
+            DataType::Utf8 => Kind::Utf8,
+            DataType::Binary => Kind::Binary,
+            DataType::Date32 => Kind::Date32,
+            DataType::Time64(TimeUnit::Microsecond) => Kind::Time64,
+            DataType::Timestamp(TimeUnit::Microsecond, tz) if tz.as_deref().is_none_or(|tz| tz == "UTC") => {
+                Kind::Timestamp
+            }
+            DataType::Interval(IntervalUnit::MonthDayNano) => Kind::Interval,
+            DataType::FixedSizeBinary(16)
+                if field.metadata().get("ARROW:extension:name").map(String::as_str)
+                    == Some(UUID_EXTENSION) =>
+            {
+                Kind::Uuid
+            }
+            _ => return None,
+        })
+    }
+}
+
+enum Builder {
+    Bool(BooleanBuilder),
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Decimal(Decimal128Builder),
+    Utf8(StringBuilder),
+    Binary(BinaryBuilder),
+    Date32(Date32Builder),
+    Time64(Time64MicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Interval(IntervalMonthDayNanoBuilder),
+    Uuid(FixedSizeBinaryBuilder),
+}
+
+/// Why one value could not be decoded (the column decoder adds which column and dataset).
+enum Problem {
+    /// The value does not fit the Arrow type (NaN in a decimal, too many digits, out of range).
+    DoesNotFit(String),
+    /// The bytes are not what this Arrow type's PostgreSQL format looks like.
+    Malformed(String),
+}
+
+type Decoded = Result<(), Problem>;
+
+/// Decodes one column's values and builds its Arrow array, batch by batch.
+pub struct ColumnDecoder {
+    field: Arc<Field>,
+    kind: Kind,
+    builder: Builder,
+    rows: usize,
+    text_bytes: usize,
+}
+
+impl ColumnDecoder {
+    /// A decoder for `field`, or `None` if its type is not supported.
+    pub fn new(field: Arc<Field>, rows: usize) -> Option<Self> {
+        let kind = Kind::of(&field)?;
+        let builder = Self::builder(&field, kind, rows, 0);
+        Some(Self {
+            field,
+            kind,
+            builder,
+            rows,
+            text_bytes: 0,
+        })
+    }
+
+    fn builder(field: &Field, kind: Kind, rows: usize, bytes: usize) -> Builder {
+        match kind {
+            Kind::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            Kind::Int16 => Builder::Int16(Int16Builder::with_capacity(rows)),
+            Kind::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
+            Kind::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
+            Kind::Float32 => Builder::Float32(Float32Builder::with_capacity(rows)),
+            Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
+            Kind::Decimal { precision, scale } => Builder::Decimal(
+                Decimal128Builder::with_capacity(rows)
+                    .with_precision_and_scale(precision, scale)
+                    .expect("precision and scale come from a valid Arrow type"),
+            ),
+            Kind::Utf8 => Builder::Utf8(StringBuilder::with_capacity(rows, bytes)),
+            Kind::Binary => Builder::Binary(BinaryBuilder::with_capacity(rows, bytes)),
+            Kind::Date32 => Builder::Date32(Date32Builder::with_capacity(rows)),
+            Kind::Time64 => Builder::Time64(Time64MicrosecondBuilder::with_capacity(rows)),
+            Kind::Timestamp => {
+                let tz = match field.data_type() {
+                    DataType::Timestamp(_, tz) => tz.clone(),
+                    _ => None,
+                };
+                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone_opt(tz))
+            }
+            Kind::Interval => Builder::Interval(IntervalMonthDayNanoBuilder::with_capacity(rows)),
+            Kind::Uuid => Builder::Uuid(FixedSizeBinaryBuilder::with_capacity(rows, 16)),
+        }
+    }
+
+    /// Append a NULL.
+    pub fn append_null(&mut self, dataset: &str) -> Result<(), Error> {
+        if !self.field.is_nullable() {
+            return Err(Error::read(format!(
+                "Column {} of {dataset} holds a NULL, but the column is declared NOT NULL",
+                self.field.name()
+            )));
+        }
+        match &mut self.builder {
+            Builder::Bool(b) => b.append_null(),
+            Builder::Int16(b) => b.append_null(),
+            Builder::Int32(b) => b.append_null(),
+            Builder::Int64(b) => b.append_null(),
+            Builder::Float32(b) => b.append_null(),
+            Builder::Float64(b) => b.append_null(),
+            Builder::Decimal(b) => b.append_null(),
+            Builder::Utf8(b) => b.append_null(),
+            Builder::Binary(b) => b.append_null(),
+            Builder::Date32(b) => b.append_null(),
+            Builder::Time64(b) => b.append_null(),
+            Builder::Timestamp(b) => b.append_null(),
+            Builder::Interval(b) => b.append_null(),
+            Builder::Uuid(b) => b.append_null(),
+        }
+        Ok(())
+    }
+
+    /// Append one value in PostgreSQL's binary format.
+    pub fn append(&mut self, value: &[u8], dataset: &str) -> Result<(), Error> {
+        self.append_value(value)
+            .map_err(|problem| self.error(problem, dataset))
+    }
+
+    #[inline]
+    fn append_value(&mut self, v: &[u8]) -> Decoded {
+        match &mut self.builder {
+            Builder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
+            Builder::Int16(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
+            Builder::Int32(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
+            Builder::Int64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            Builder::Float32(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
+            Builder::Float64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
+            Builder::Decimal(b) => {
+                let Kind::Decimal { precision, scale } = self.kind else {
+                    unreachable!()
+                };
+                b.append_value(numeric(v, precision, scale)?)
+            }
+            Builder::Utf8(b) => {
+                let text = std::str::from_utf8(v)
+                    .map_err(|e| Problem::Malformed(format!("the text is not valid UTF-8 ({e})")))?;
+                self.text_bytes += v.len();
+                b.append_value(text)
+            }
+            Builder::Binary(b) => {
+                self.text_bytes += v.len();
+                b.append_value(v)
+            }
+            Builder::Date32(b) => {
+                let days = i32::from_be_bytes(fixed(v)?);
+                b.append_value(
+                    days.checked_add(DAYS_2000)
+                        .ok_or_else(|| out_of_range("date", days))?,
+                )
+            }
+            Builder::Time64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            Builder::Timestamp(b) => {
+                let micros = i64::from_be_bytes(fixed(v)?);
+                b.append_value(
+                    micros
+                        .checked_add(MICROS_2000)
+                        .ok_or_else(|| out_of_range("timestamp", micros))?,
+                )
+            }
+            Builder::Interval(b) => {
+                let v: [u8; 16] = fixed(v)?;
+                let micros = i64::from_be_bytes(v[0..8].try_into().expect("8 bytes"));
+                let days = i32::from_be_bytes(v[8..12].try_into().expect("4 bytes"));
+                let months = i32::from_be_bytes(v[12..16].try_into().expect("4 bytes"));
+                let nanos = micros
+                    .checked_mul(1000)
+                    .ok_or_else(|| out_of_range("interval", micros))?;
+                b.append_value(IntervalMonthDayNano::new(months, days, nanos))
+            }
+            Builder::Uuid(b) => b
+                .append_value(fixed::<16>(v)?)
+                .map_err(|e| Problem::Malformed(e.to_string()))?,
+        }
+        Ok(())
+    }
+
+    fn error(&self, problem: Problem, dataset: &str) -> Error {
+        let (name, arrow) = (self.field.name(), type_name(self.field.data_type(), self.kind));
+        match problem {
+            Problem::DoesNotFit(detail) => {
+                let error = Error::read(format!(
+                    "Column {name} of {dataset} holds a value that does not fit Arrow type {arrow}: {detail}"
+                ));
+                if matches!(self.kind, Kind::Decimal { .. }) {
+                    error.with_hint(
+                        "Numeric values must fit the decimal type exactly (NaN and Infinity never fit). \
+                         For numeric columns declared without precision, set the reader option numeric to \
+                         a wider 'decimal(P,S)', 'string' (exact text) or 'float64' (approximate); \
+                         otherwise read the column through a 'query:' with an explicit cast such as \
+                         col::text.",
+                    )
+                } else {
+                    error
+                }
+            }
+            Problem::Malformed(detail) => Error::read(format!(
+                "Column {name} of {dataset} (Arrow type {arrow}) received a value this reader cannot decode: \
+                 {detail}"
+            )),
+        }
+    }
+
+    /// The array of the values appended since the last call; the builder starts afresh.
+    pub fn finish(&mut self) -> ArrayRef {
+        // Size the next batch's buffers like this one's, so they are not grown value by value.
+        let fresh = Self::builder(&self.field, self.kind, self.rows, self.text_bytes);
+        self.text_bytes = 0;
+        match std::mem::replace(&mut self.builder, fresh) {
+            Builder::Bool(mut b) => Arc::new(b.finish()),
+            Builder::Int16(mut b) => Arc::new(b.finish()),
+            Builder::Int32(mut b) => Arc::new(b.finish()),
+            Builder::Int64(mut b) => Arc::new(b.finish()),
+            Builder::Float32(mut b) => Arc::new(b.finish()),
+            Builder::Float64(mut b) => Arc::new(b.finish()),
+            Builder::Decimal(mut b) => Arc::new(b.finish()),
+            Builder::Utf8(mut b) => Arc::new(b.finish()),
+            Builder::Binary(mut b) => Arc::new(b.finish()),
+            Builder::Date32(mut b) => Arc::new(b.finish()),
+            Builder::Time64(mut b) => Arc::new(b.finish()),
+            Builder::Timestamp(mut b) => Arc::new(b.finish()),
+            Builder::Interval(mut b) => Arc::new(b.finish()),
+            Builder::Uuid(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The value as exactly `N` bytes, or an error saying how many came instead.
+#[inline]
+fn fixed<const N: usize>(value: &[u8]) -> Result<[u8; N], Problem> {
+    value
+        .try_into()
+        .map_err(|_| Problem::Malformed(format!("expected {N} bytes, got {}", value.len())))
+}
+
+fn out_of_range(what: &str, raw: impl std::fmt::Display) -> Problem {
+    Problem::DoesNotFit(format!("the {what} (raw value {raw}) is out of Arrow's range"))
+}
+
+/// The type as pyarrow prints it (the names users see in Dativo's other messages).
+fn type_name(data_type: &DataType, kind: Kind) -> String {
+    match (kind, data_type) {
+        (Kind::Bool, _) => "bool".into(),
+        (Kind::Utf8, _) => "string".into(),
+        (Kind::Uuid, _) => "extension<arrow.uuid>".into(),
+        (Kind::Date32, _) => "date32[day]".into(),
+        (Kind::Time64, _) => "time64[us]".into(),
+        (Kind::Interval, _) => "month_day_nano_interval".into(),
+        (Kind::Timestamp, DataType::Timestamp(_, Some(tz))) => format!("timestamp[us, tz={tz}]"),
+        (Kind::Timestamp, _) => "timestamp[us]".into(),
+        (Kind::Decimal { precision, scale }, _) => format!("decimal128({precision}, {scale})"),
+        _ => data_type.to_string().to_lowercase(),
+    }
+}
+
+const NUMERIC_POS: u16 = 0x0000;
+const NUMERIC_NEG: u16 = 0x4000;
+const NUMERIC_NAN: u16 = 0xC000;
+const NUMERIC_PINF: u16 = 0xD000;
+const NUMERIC_NINF: u16 = 0xF000;
+
+/// A `numeric` in binary format as the unscaled integer of `decimal128(precision, scale)`.
+///
+/// The format: `ndigits`, `weight`, `sign`, `dscale` (16 bits each), then `ndigits` base-10000 digits,
+/// the first one worth `10000^weight`. Exact or an error: a value with a non-zero digit below the
+/// scale, or too many digits for the precision, does not fit (as with Arrow's own casts).
+fn numeric(v: &[u8], precision: u8, scale: i8) -> Result<i128, Problem> {
+    if v.len() < 8 {
+        return Err(Problem::Malformed(format!(
+            "a numeric needs at least 8 bytes, got {}",
+            v.len()
+        )));
+    }
+    let ndigits = i16::from_be_bytes([v[0], v[1]]);
+    let weight = i16::from_be_bytes([v[2], v[3]]) as i32;
+    let sign = u16::from_be_bytes([v[4], v[5]]);
+    if ndigits < 0 || v.len() != 8 + 2 * ndigits as usize {
+        return Err(Problem::Malformed(format!(
+            "{} bytes for a numeric of {ndigits} digits",
+            v.len()
+        )));
+    }
+    let negative = match sign {
+        NUMERIC_POS => false,
+        NUMERIC_NEG => true,
+        NUMERIC_NAN => return Err(Problem::DoesNotFit("NaN".into())),
+        NUMERIC_PINF => return Err(Problem::DoesNotFit("Infinity".into())),
+        NUMERIC_NINF => return Err(Problem::DoesNotFit("-Infinity".into())),
+        other => return Err(Problem::Malformed(format!("unknown numeric sign 0x{other:04x}"))),
+    };
+    let too_big = || Problem::DoesNotFit(format!("{} has more digits than the precision allows", text(v)));
+    let mut unscaled: i128 = 0;
+    for (i, pair) in v[8..].chunks_exact(2).enumerate() {
+        let digit = i16::from_be_bytes([pair[0], pair[1]]) as i128;
+        if digit == 0 {
+            continue;
+        }
+        // This digit is worth digit * 10^(4 * (weight - i)); scaled by 10^scale.
+        let exponent = 4 * (weight - i as i32) + scale as i32;
+        let term = if exponent >= 0 {
+            10i128
+                .checked_pow(exponent as u32)
+                .and_then(|p| p.checked_mul(digit))
+                .ok_or_else(too_big)?
+        } else {
+            let divisor = 10i128.checked_pow((-exponent) as u32).unwrap_or(i128::MAX);
+            if digit % divisor != 0 {
+                return Err(Problem::DoesNotFit(format!(
+                    "{} has more fractional digits than the scale ({scale}) allows",
+                    text(v)
+                )));
+            }
+            digit / divisor
+        };
+        unscaled = unscaled.checked_add(term).ok_or_else(too_big)?;
+    }
+    if unscaled >= 10i128.pow(precision as u32) {
+        return Err(too_big());
+    }
+    Ok(if negative { -unscaled } else { unscaled })
+}
+
+/// A numeric in binary format as decimal text, for messages.
+fn text(v: &[u8]) -> String {
+    let weight = i16::from_be_bytes([v[2], v[3]]) as i32;
+    let sign = u16::from_be_bytes([v[4], v[5]]);
+    let dscale = u16::from_be_bytes([v[6], v[7]]) as i32;
+    let digits: Vec<i32> = v[8..]
+        .chunks_exact(2)
+        .map(|p| i16::from_be_bytes([p[0], p[1]]) as i32)
+        .collect();
+    let mut integer = String::new();
+    for i in 0..=weight.max(0) {
+        let digit = if i <= weight {
+            digits.get(i as usize).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        if integer.is_empty() {
+            if digit != 0 || i == weight.max(0) {
+                integer = digit.to_string();
+            }
+        } else {
+            integer.push_str(&format!("{digit:04}"));
+        }
+    }
+    let mut fraction = String::new();
+    let mut i = weight + 1;
+    while (fraction.len() as i32) < dscale {
+        let digit = if i >= 0 {
+            digits.get(i as usize).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        fraction.push_str(&format!("{digit:04}"));
+        i += 1;
+    }
+    fraction.truncate(dscale as usize);
+    let sign = if sign == NUMERIC_NEG { "-" } else { "" };
+    if fraction.is_empty() {
+        format!("{sign}{integer}")
+    } else {
+        format!("{sign}{integer}.{fraction}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Binary numeric for digits (base 10000), weight, sign and dscale.
+    fn num(digits: &[i16], weight: i16, sign: u16, dscale: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+        v.extend_from_slice(&weight.to_be_bytes());
+        v.extend_from_slice(&sign.to_be_bytes());
+        v.extend_from_slice(&dscale.to_be_bytes());
+        for d in digits {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v
+    }
+
+    fn ok(v: &[u8], precision: u8, scale: i8) -> i128 {
+        numeric(v, precision, scale).unwrap_or_else(|_| panic!("{} should fit", text(v)))
+    }
+
+    #[test]
+    fn numerics_scale_exactly() {
+        // -1234567890.12 = [12, 3456, 7890] . [1200], weight 2
+        let v = num(&[12, 3456, 7890, 1200], 2, NUMERIC_NEG, 2);
+        assert_eq!(text(&v), "-1234567890.12");
+        assert_eq!(ok(&v, 12, 2), -123_456_789_012);
+        assert_eq!(ok(&v, 14, 4), -12_345_678_901_200);
+        // 0.000000001 = digit 1000 at weight -3 (1000 * 10000^-3)
+        let v = num(&[1000], -3, NUMERIC_POS, 9);
+        assert_eq!(text(&v), "0.000000001");
+        assert_eq!(ok(&v, 38, 9), 1);
+        assert!(matches!(numeric(&v, 38, 8), Err(Problem::DoesNotFit(_))));
+        // zero has no digits
+        assert_eq!(ok(&num(&[], 0, NUMERIC_POS, 0), 5, 0), 0);
+        // 12300 = [1, 2300], weight 1
+        assert_eq!(ok(&num(&[1, 2300], 1, NUMERIC_POS, 0), 5, 0), 12300);
+        // 38 nines
+        let mut digits = vec![99];
+        digits.extend(std::iter::repeat_n(9999, 9));
+        let v = num(&digits, 9, NUMERIC_NEG, 0);
+        assert_eq!(ok(&v, 38, 0), -(10i128.pow(38) - 1));
+        assert!(matches!(numeric(&v, 37, 0), Err(Problem::DoesNotFit(_))));
+        assert!(matches!(numeric(&v, 38, 1), Err(Problem::DoesNotFit(_))));
+    }
+
+    #[test]
+    fn special_numerics_do_not_fit() {
+        for sign in [NUMERIC_NAN, NUMERIC_PINF, NUMERIC_NINF] {
+            assert!(matches!(
+                numeric(&num(&[], 0, sign, 0), 10, 2),
+                Err(Problem::DoesNotFit(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,16 @@
+// Package dativo is the Go SDK for Dativo plugins that run in their own process.
+//
+// A plugin implements [Reader] or [Writer] (or both) and calls [Serve] from main. Serve speaks the
+// Dativo out-of-process protocol (docs/plugins/protocol.md, version 1) over Arrow Flight: it listens on
+// the Unix socket the host names in $DATIVO_FLIGHT_SOCKET, prints the handshake line, answers the host's
+// actions (spec, configure, check, discover, plan, prepare, state, commit, abort, close, shutdown),
+// streams a split's record batches for DoGet and hands a DoPut stream to [Writer.Write].
+//
+// Errors returned by a plugin travel to the host as a DATIVO-ERROR line; build them with
+// [ConfigError], [ConnectionFailed], [PluginFailed], [SchemaMismatch], [CommitFailed] or
+// [CommitStateUnknown] so the host raises the matching dativo.errors class. Any other error, and any
+// panic, becomes PluginFailed.
+//
+// The host may run several splits at once: Read and Write are called concurrently, one goroutine per
+// Flight call, and must be safe for that.
+package dativo

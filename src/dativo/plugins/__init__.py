@@ -1,0 +1,1 @@
+"""Loaders for implementations that are not Python classes: native libraries (:mod:`.native`) and more."""

@@ -1,0 +1,1 @@
+"""Tests of the example plugins under examples/plugins."""

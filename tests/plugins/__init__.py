@@ -1,0 +1,1 @@
+"""Tests of the plugin loaders in src/dativo/plugins."""
