@@ -299,10 +299,13 @@ def test_custom_writer_with_bad_return_value(protected, write_job, cli) -> None:
     protected()
 
 
-def test_sandbox_that_cannot_start_never_runs_unsandboxed(protected, write_job, cli) -> None:
+def test_sandbox_that_cannot_start_never_runs_unsandboxed(protected, write_job, cli, workdir, monkeypatch) -> None:
+    monkeypatch.setenv("DATIVO_BWRAP", str(workdir / "no-such-bwrap"))  # as if bubblewrap were not installed
     job = job_dict(f"{PLUGINS}:GoodReader", fallback="default")
     job["source"]["reader"]["sandbox"] = {"enabled": True}
-    assert_clean_failure(cli("run", str(write_job(dump(job)))), 3, "source.reader.sandbox.enabled is true")
+    assert_clean_failure(
+        cli("run", str(write_job(dump(job)))), 3, "the sandbox cannot start", "apt-get install bubblewrap"
+    )
     protected()
 
 
@@ -522,11 +525,23 @@ def test_rerun_with_the_same_run_id_is_a_no_op(items, write_job, cli) -> None:
 def test_check(items, write_job, cli) -> None:
     result = cli("check", str(write_job(dump(job_dict()))), "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == [
+    rows = json.loads(result.stdout)
+    assert rows[:2] == [
         {"component": "source", "implementation": "csv", "status": "ok"},
         {"component": "target", "implementation": "parquet", "status": "ok"},
     ]
+    assert rows[2]["component"] == "sandbox"  # whether this machine can sandbox plugins
+    assert rows[2]["status"] == "ok" or rows[2]["status"].startswith("unavailable: ")
     assert not items.exists()
+
+
+def test_check_reports_why_sandboxing_is_unavailable(items, write_job, cli, workdir, monkeypatch) -> None:
+    monkeypatch.setenv("DATIVO_BWRAP", str(workdir / "no-such-bwrap"))
+    result = cli("check", str(write_job(dump(job_dict()))), "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[2]
+    assert row["component"] == "sandbox" and row["status"].startswith("unavailable: ")
+    assert "no-such-bwrap" in row["status"] and "apt-get install bubblewrap" in row["status"]
 
 
 def test_check_reports_a_failing_plugin(items, write_job, cli) -> None:

@@ -7,6 +7,7 @@ A user's own mistake never shows a traceback (``--debug`` shows one).
 from __future__ import annotations
 
 import json
+import os
 import logging
 import sys
 import threading
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -193,14 +195,18 @@ def check(job: JobArg, as_json: JsonOpt = False, debug: DebugOpt = False) -> Non
     """Validate the job file and connect to its source and target."""
     from dativo.engine import Engine
 
+    from dativo.plugins.sandbox import status_row
+
     _setup_logging(debug=debug, quiet=as_json)
     rows = _guarded(lambda: Engine(load_job(job)).check(), debug=debug)
+    rows.append(status_row())  # whether this machine can sandbox at all (a job that needs it failed above)
     if as_json:
         print(json.dumps([{"component": c, "implementation": i, "status": s} for c, i, s in rows]))
         return
     table = Table("component", "implementation", "status", title=f"dativo check · {job}")
     for component, implementation, status in rows:
-        table.add_row(component, implementation, f"[green]{status}[/]")
+        colour = "green" if status == "ok" else "yellow"
+        table.add_row(component, escape(implementation), f"[{colour}]{escape(status)}[/]")
     out.print(table)
 
 
@@ -325,6 +331,16 @@ def _main(
     """Config-driven data ingestion with pluggable readers and writers."""
 
 
+def _memory_pool() -> None:
+    """Use jemalloc where pyarrow has it: it hands freed batch memory back sooner, so RSS stays flat."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except (NotImplementedError, pa.ArrowNotImplementedError):  # a build without jemalloc keeps its default
+        pass
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        _memory_pool()
     return app(args=argv if argv is not None else sys.argv[1:], prog_name="dativo")

@@ -41,10 +41,93 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_UNIX_GRANT = re.compile(r"^unix:(?P<path>/.*|\S.*)$")
+
+
 class SandboxConfig(_Strict):
-    """Isolation of an untrusted implementation (bubblewrap). Never silently downgraded."""
+    """Isolation of an untrusted implementation (bubblewrap, docs/sandbox.md). Never silently downgraded."""
 
     enabled: bool = Field(False, description="Run the implementation in a sandbox, out of process.")
+    network: bool | list[Annotated[str, Field(min_length=1)]] = Field(
+        False,
+        description="false: no network at all (a private loopback only); true: the host's network; a list of "
+        "`unix:/path` entries: still no network, but these Unix sockets (or socket folders, e.g. PostgreSQL's) "
+        "are reachable. TCP allow-lists (host:port) are not supported: use true.",
+    )
+    memory_mb: int | None = Field(
+        4096, ge=64, description="Address-space limit (RLIMIT_AS) and, where cgroups allow, memory limit, in MiB."
+    )
+    cpu_seconds: int | None = Field(
+        3600, ge=1, description="CPU time each sandboxed process may use (RLIMIT_CPU), in seconds."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="Wall-clock limit of the whole plugin process lifetime, in seconds."
+    )
+    max_open_files: int | None = Field(1024, ge=16, description="Open file descriptors (RLIMIT_NOFILE).")
+    max_processes: int | None = Field(
+        256, ge=8,
+        description="Processes and threads the sandbox may hold at once (a pids cgroup; RLIMIT_NPROC for a "
+        "non-root host). null: no limit.",
+    )
+    read_paths: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Files or folders the plugin may read (read-only); relative to the job file's folder.",
+    )
+    write_paths: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Files or folders the plugin may read and write; relative to the job file's folder.",
+    )
+    secrets: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list,
+        description="Names of environment variables (secrets) passed to the plugin; it sees no other host "
+        "variable.",
+    )
+    _base: Path | None = PrivateAttr(None)
+    _granted: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("network")
+    @classmethod
+    def _unix_only(cls, network: bool | list[str]) -> bool | list[str]:
+        if isinstance(network, list):
+            for entry in network:
+                if not _UNIX_GRANT.match(entry):
+                    raise ValueError(
+                        f"'{entry}' is not a unix:/path entry; the sandbox cannot filter TCP by host and port "
+                        "(use network: true for the host's network, or bind a Unix socket: unix:/run/postgresql)"
+                    )
+        return network
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> SandboxConfig:
+        context = info.context or {}
+        base = context.get("base")  # the job file's folder, when parse_job knows it
+        self._base = Path(base).absolute() if base is not None else None
+        env = context.get("env")
+        env = os.environ if env is None else env
+        for name in self.secrets if self.enabled else ():
+            if name not in env:
+                raise ValueError(f"secret '{name}' is not set in the environment; the sandbox cannot pass it")
+            self._granted[name] = env[name]
+            if env[name]:
+                secrets.register(env[name])  # never in logs, errors or reports
+        return self
+
+    def path(self, entry: str) -> Path:
+        """A ``read_paths``/``write_paths``/``unix:`` entry as an absolute path (relative: the job's folder)."""
+        file = Path(os.path.expanduser(entry))
+        if file.is_absolute():
+            return file
+        return (self._base if self._base is not None else Path.cwd()) / file
+
+    def sockets(self) -> list[Path]:
+        """The Unix sockets (or socket folders) the ``network`` list grants."""
+        if not isinstance(self.network, list):
+            return []
+        return [self.path(m.group("path")) for m in map(_UNIX_GRANT.match, self.network) if m]
+
+    def granted(self) -> dict[str, str]:
+        """The secrets the plugin gets: name to value (read when the job was loaded)."""
+        return dict(self._granted)
 
 
 class NativeLibrary(_Strict):
@@ -448,7 +531,7 @@ def parse_job(text: str, *, source: Path | None = None, env: Mapping[str, str] |
     except ConfigError as exc:
         raise exc.with_context(job=job_name) from None
     try:
-        job = JobConfig.model_validate(raw, context={"base": base})
+        job = JobConfig.model_validate(raw, context={"base": base, "env": env})
     except ValidationError as exc:
         job_name = raw.get("name") if isinstance(raw.get("name"), str) else None
         raise ConfigError(

@@ -130,8 +130,11 @@ class Engine:
             return spec
 
         if impl.type == "default":
+            if impl.sandbox.enabled:  # the built-in itself, confined (e.g. a parser facing hostile files)
+                return [lambda: resolve(role, conf.type, impl.sandbox)]
             return [default]
-        custom = lambda: resolve(role, impl.implementation or "")  # noqa: E731
+        # sandboxed: resolved to a proxy of a process in the sandbox, never imported here
+        custom = lambda: resolve(role, impl.implementation or "", impl.sandbox)  # noqa: E731
         fallback = impl.fallback == "default" and has_builtin(role, conf.type)
         return [custom, default] if fallback else [custom]
 
@@ -139,12 +142,6 @@ class Engine:
         section, conf, impl = self._section(role)
         try:
             spec = load()
-            if impl.sandbox.enabled:
-                raise SandboxError(
-                    f"{section}.{role}.sandbox.enabled is true, but this Dativo cannot sandbox in-process "
-                    f"{role}s; the job was not run",
-                    hint=f"Set {section}.{role}.sandbox.enabled: false only if you trust the code.",
-                )
             config = spec.build_config(
                 conf.settings(), impl.options if custom else {}, section=section, loc=self._loc
             )
@@ -251,7 +248,7 @@ class Engine:
         """Whether the custom plugin lets the built-in replace it (an encrypting writer must not)."""
         _, _, impl = self._section(role)
         try:
-            spec = resolve(role, impl.implementation or "")
+            spec = resolve(role, impl.implementation or "", impl.sandbox)  # cached: starts nothing new
         except DativoError:  # it never loaded: nothing of it can object
             return True
         if getattr(spec.cls, "allow_fallback", True):

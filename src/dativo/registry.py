@@ -9,6 +9,9 @@
 5. ``{lib: path}`` — a native C/C++ library (:mod:`dativo.plugins.native`);
 6. ``{command: [...]}`` or ``{flight: url}`` — a plugin process, over Arrow Flight (:mod:`.plugins.process`).
 
+With ``sandbox.enabled`` nothing of the plugin is imported here: every form is sent to
+:mod:`dativo.plugins.sandbox`, which serves it out of process inside bubblewrap (or refuses it).
+
 A class is checked before any data moves: is it a Reader/Writer, is it complete, does it support this
 :data:`dativo.api.API_VERSION`, is its ``Config`` a pydantic model, and do the job's options validate.
 """
@@ -28,7 +31,14 @@ from packaging.version import Version
 from pydantic import BaseModel, ValidationError
 
 from dativo.api import API_VERSION, Reader, Writer
-from dativo.config import FlightEndpoint, Located, NativeLibrary, PluginCommand, describe_validation_error
+from dativo.config import (
+    FlightEndpoint,
+    Located,
+    NativeLibrary,
+    PluginCommand,
+    SandboxConfig,
+    describe_validation_error,
+)
 from dativo.errors import ConfigError, PluginFailed, PluginIncompatible, PluginNotFound
 
 Role = Literal["reader", "writer"]
@@ -282,14 +292,37 @@ def _load_process(role: Role, implementation: PluginCommand | FlightEndpoint) ->
     return _spec(role, str(implementation), from_config(role, implementation), origin)
 
 
-def resolve(role: Role, implementation: str | NativeLibrary | PluginCommand | FlightEndpoint) -> PluginSpec:
+def _load_sandboxed(
+    role: Role, implementation: str | NativeLibrary | PluginCommand | FlightEndpoint, sandbox: SandboxConfig
+) -> PluginSpec:
+    from dativo.plugins.sandbox import sandboxed_class  # bubblewrap only when a job asks for it
+
+    name = implementation.strip() if isinstance(implementation, str) else str(implementation)
+    cls, origin = sandboxed_class(role, implementation, sandbox)
+    return _spec(role, name, cls, origin)
+
+
+def resolve(
+    role: Role,
+    implementation: str | NativeLibrary | PluginCommand | FlightEndpoint,
+    sandbox: SandboxConfig | None = None,
+) -> PluginSpec:
     """Find, import and validate the implementation a job names.
+
+    Args:
+        role: ``reader`` or ``writer``.
+        implementation: What the job names.
+        sandbox: The job's sandbox block; when enabled, the plugin runs (and is validated) inside the
+            sandbox and is never imported into this process.
 
     Raises:
         PluginNotFound: Nothing matches; the message lists what is available.
         PluginIncompatible: Something matches but cannot be used.
         PluginFailed: A plugin process did not start.
+        SandboxError: The sandbox was asked for but cannot run this plugin.
     """
+    if sandbox is not None and sandbox.enabled:
+        return _load_sandboxed(role, implementation, sandbox)
     if isinstance(implementation, NativeLibrary):
         return _load_native(role, implementation)
     if isinstance(implementation, PluginCommand | FlightEndpoint):

@@ -104,7 +104,7 @@ class GuardedStream:
         tracker: WatermarkTracker | None = None,
         cancel: threading.Event | None = None,
         on_rows: Callable[[int], None] | None = None,
-        prefetch: int = 4,
+        prefetch: int = 2,
     ) -> None:
         self.split_id = split_id
         self.dataset = dataset

@@ -41,9 +41,9 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from dativo.errors import PluginFailed, PluginIncompatible, PluginNotFound
+from dativo.errors import PluginFailed, PluginIncompatible, PluginNotFound, SandboxError
 from dativo.plugins.flight import (
     DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_STALL_TIMEOUT_S,
@@ -55,6 +55,9 @@ from dativo.plugins.flight import (
     plugin_class,
 )
 from dativo.secrets import redact
+
+if TYPE_CHECKING:
+    from dativo.plugins.sandbox import Sandbox, SandboxRun
 
 DEFAULT_START_TIMEOUT_S = 10.0
 SHUTDOWN_GRACE_S = 5.0
@@ -97,14 +100,19 @@ if sys.platform.startswith("linux"):
         _prctl = None
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the kernel SIGKILL the child when the host goes away (Linux)."""
+def _die_with_parent(parent: int, then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the kernel SIGKILL the child when the host goes away (Linux).
+
+    ``then`` runs after that in the child (a sandbox's rlimits and cgroups).
+    """
 
     def preexec() -> None:
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the host died between fork and prctl
             os._exit(1)
+        if then is not None:
+            then()
 
     return preexec
 
@@ -143,12 +151,19 @@ class PluginProcess:
     """
 
     def __init__(
-        self, popen: subprocess.Popen[bytes], *, name: str, logger: logging.Logger, socket_dir: Path
+        self,
+        popen: subprocess.Popen[bytes],
+        *,
+        name: str,
+        logger: logging.Logger,
+        socket_dir: Path,
+        sandbox: SandboxRun | None = None,
     ) -> None:
         self.popen = popen
         self.name = name
         self.logger = logger
         self.socket_dir = socket_dir
+        self.sandbox = sandbox
         self.killed_by_host = False
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._handshake: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
@@ -170,6 +185,8 @@ class PluginProcess:
         self._stderr.start()
         self._logging.start()
         _live.add(self)
+        if sandbox is not None:
+            sandbox.started(self)
 
     @classmethod
     def start(
@@ -181,6 +198,7 @@ class PluginProcess:
         name: str,
         logger: logging.Logger,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        sandbox: Sandbox | None = None,
     ) -> tuple[PluginProcess, str]:
         """Start a plugin and wait for its handshake.
 
@@ -191,6 +209,7 @@ class PluginProcess:
             name: How messages name it.
             logger: The job's logger for this plugin.
             start_timeout_s: How long it may take to print its handshake.
+            sandbox: Run it inside this sandbox (:mod:`dativo.plugins.sandbox`).
 
         Returns:
             The process and the Flight location it listens on.
@@ -198,13 +217,19 @@ class PluginProcess:
         Raises:
             PluginIncompatible: It speaks another protocol version.
             PluginFailed: It cannot be started, exited, printed something else, or stayed silent.
+            SandboxError: The sandbox around it could not be set up.
         """
         socket_dir = _socket_dir()
         variables = {key: os.environ[key] for key in PASSED_ENVIRONMENT if key in os.environ}
         variables.update(env)
         variables["DATIVO_FLIGHT_SOCKET"] = str(socket_dir / "plugin.sock")
         variables["DATIVO_PROTOCOL"] = str(PROTOCOL_VERSION)
+        run: SandboxRun | None = None
+        then: Callable[[], None] | None = None
         try:
+            if sandbox is not None:
+                run = sandbox.launch(argv, variables, cwd, socket_dir)
+                argv, variables, then = run.argv, run.env, run.preexec
             popen = _spawner.submit(
                 subprocess.Popen,
                 list(argv),
@@ -214,21 +239,33 @@ class PluginProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=_die_with_parent(os.getpid(), then),
             ).result()
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             shutil.rmtree(socket_dir, ignore_errors=True)
+            if run is not None:
+                run.finished()
+                raise SandboxError(
+                    f"the sandbox around plugin {name} could not be set up: {exc}; the plugin was not run",
+                    hint="`dativo check` tells whether sandboxing works on this machine (docs/sandbox.md).",
+                ) from None
             raise PluginFailed(
                 f"cannot start {shlex.join(argv)}: {exc.strerror or exc}",
                 plugin=name,
                 stage="load",
                 hint="Check that the file is an executable for this machine (chmod +x).",
             ) from None
-        process = cls(popen, name=name, logger=logger, socket_dir=socket_dir)
+        process = cls(popen, name=name, logger=logger, socket_dir=socket_dir, sandbox=run)
         try:
             return process, process._await_handshake(start_timeout_s)
-        except BaseException:
+        except BaseException as exc:
             process.kill()
+            if run is not None and isinstance(exc, PluginFailed) and process.bwrap_failed():
+                raise SandboxError(  # bwrap itself refused (a bind, a namespace): never a plugin failure
+                    f"the sandbox around plugin {name} did not start: {process.diagnose(0)}; the plugin was "
+                    "not run",
+                    hint="`dativo check` tells whether sandboxing works on this machine (docs/sandbox.md).",
+                ) from None
             raise
 
     # --- output ---------------------------------------------------------------------------------------------
@@ -318,6 +355,10 @@ class PluginProcess:
         """Whether the process is still running."""
         return self.popen.poll() is None
 
+    def bwrap_failed(self) -> bool:
+        """Whether a sandboxed process ended because bubblewrap itself failed (its messages start "bwrap:")."""
+        return self.sandbox is not None and any(line.startswith("bwrap: ") for line in self.tail())
+
     def diagnose(self, wait_s: float = 2.0) -> str:
         """Its exit status and the end of its stderr, for an error message.
 
@@ -333,6 +374,9 @@ class PluginProcess:
         status = _describe_status(self.popen.returncode)
         if self.killed_by_host:
             status = f"{status} (Dativo stopped it)"
+        if self.sandbox is not None:
+            why = self.sandbox.explain(self.popen.returncode)
+            status = f"{status} in its sandbox" + (f": {why}" if why else "")
         text = f"the plugin process {status}"
         tail = [line[:300] for line in self.tail()[-10:] if line.strip()]
         if tail:
@@ -468,6 +512,8 @@ class PluginProcess:
             except OSError:
                 pass
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+        if self.sandbox is not None:
+            self.sandbox.finished()
         _live.discard(self)
 
 
@@ -493,6 +539,7 @@ class CommandLauncher(Launcher):
         env: Extra variables for the plugin (the secrets the job grants it).
         name: How messages and reports name the plugin.
         origin: ``process``, or ``entry point`` for a packaged executable.
+        sandbox: Start every process inside this sandbox (:mod:`dativo.plugins.sandbox`).
     """
 
     def __init__(
@@ -506,6 +553,7 @@ class CommandLauncher(Launcher):
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
         call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+        sandbox: Sandbox | None = None,
     ) -> None:
         if not argv or not argv[0]:
             raise ValueError("a plugin command needs at least the executable")
@@ -517,6 +565,9 @@ class CommandLauncher(Launcher):
         self.start_timeout_s = start_timeout_s
         self.call_timeout_s = call_timeout_s
         self.stall_timeout_s = stall_timeout_s
+        self.sandbox = sandbox
+        if sandbox is not None:
+            self.origin = "sandbox"
 
     def executable(self) -> str:
         """The executable's path.
@@ -559,6 +610,7 @@ class CommandLauncher(Launcher):
             name=self.name,
             logger=logger,
             start_timeout_s=self.start_timeout_s,
+            sandbox=self.sandbox,
         )
         return location, process
 

@@ -87,6 +87,10 @@ def flight_error(exc: BaseException, stage: str) -> fl.FlightServerError:
     else:
         log.debug("%s() raised", stage, exc_info=exc)  # the traceback, for `dativo run --debug`
         message, hint = f"{stage}() raised {type(exc).__name__}: {exc}", None
+        limit = os.environ.get("DATIVO_SANDBOX_MEMORY_MB")
+        if isinstance(exc, MemoryError) and limit:  # served in a sandbox: name the limit it ran into
+            message += f" (the sandbox allows {limit} MiB of address space: sandbox.memory_mb)"
+            hint = "Raise sandbox.memory_mb if the plugin really needs more memory."
     return fl.FlightServerError(error_line(_kind(exc, stage), message, hint))
 
 

@@ -69,10 +69,10 @@ class PostgresConfig(BaseModel):
         "(approximate, chosen explicitly; NaN/Infinity become float NaN/inf).",
     )
     batch_size_bytes: int = Field(
-        default=16 * 1024 * 1024,
+        default=8 * 1024 * 1024,
         gt=0,
-        description="postgres reader: target size of one Arrow record batch in bytes, passed to the ADBC "
-        "driver as adbc.postgresql.batch_size_hint_bytes.",
+        description="postgres reader (and rust_postgres): target size of one Arrow record batch in bytes, "
+        "passed to the ADBC driver as adbc.postgresql.batch_size_hint_bytes.",
     )
     batch_rows: int = Field(
         default=20_000,

@@ -76,10 +76,10 @@ class IcebergWriterConfig(BaseModel):
         default=256 * MiB, ge=1, description="A data file is closed once it reaches this size on disk."
     )
     row_group_size_bytes: int = Field(
-        default=64 * MiB,
+        default=16 * MiB,
         ge=1,
         description="Arrow bytes buffered (per write, across partitions) before they are written as a row "
-        "group; bounds the memory of each split.",
+        "group; bounds the memory of each split (raise it for fewer, larger row groups).",
     )
     compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = Field(
         default="zstd", description="Parquet compression codec."

@@ -1,0 +1,138 @@
+"""What the benchmark compares: each method is a command line over the same table.
+
+A Dativo method is a real job file run by the real ``dativo`` command in a fresh work directory (so the
+embedded Iceberg catalog and warehouse start empty every time). Read-only variants swap the writer for
+``bench.null_writer:NullWriter``, which pulls every batch and keeps nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_PYTHON = ROOT / "bench" / ".venv-peers" / "bin" / "python"
+
+
+@dataclass
+class Setup:
+    """What every command needs: the server, the table and a scratch directory for this run."""
+
+    dsn: str
+    psql: str
+    table: str
+    work: Path
+
+
+@dataclass
+class Method:
+    """One way to move the table.
+
+    Attributes:
+        name: Short label, unique.
+        group: ``limit``, ``dativo``, ``dativo-read`` or ``peer``.
+        command: Builds the command line for one run.
+        available: Why the method cannot run here (``None``: it can).
+    """
+
+    name: str
+    group: str
+    command: Callable[[Setup], list[str]]
+    available: Callable[[], str | None] = field(default=lambda: None)
+
+
+def _dativo_job(setup: Setup, reader: str, parallelism: int, read_only: bool) -> list[str]:
+    source: dict[str, Any] = {
+        "type": "postgres",
+        "connection": {"dsn": setup.dsn},
+        "tables": [setup.table],
+        "parallelism": parallelism,
+    }
+    if reader != "postgres":
+        source["reader"] = {"type": "custom", "implementation": reader, "fallback": "fail"}
+    target: dict[str, Any] = {"type": "iceberg", "namespace": "bench", "mode": "overwrite"}
+    if read_only:
+        target = {
+            "type": "parquet",
+            "path": str(setup.work / "unused"),
+            "writer": {"type": "custom", "implementation": "bench.null_writer:NullWriter", "fallback": "fail"},
+        }
+    job = {"version": 1, "name": "bench", "source": source, "target": target}
+    path = setup.work / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return [str(Path(sys.executable).with_name("dativo")), "run", str(path), "--quiet", "--json"]
+
+
+def _installed(entry_point: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        from importlib.metadata import entry_points
+
+        names = {ep.name for ep in entry_points(group="dativo.readers")}
+        return None if entry_point in names else f"{entry_point} is not installed (make plugins)"
+
+    return check
+
+
+def _peers() -> str | None:
+    return None if PEERS_PYTHON.exists() else "peers are not installed (make bench installs them)"
+
+
+def _module(name: str) -> Callable[[], str | None]:
+    return lambda: None if importlib.util.find_spec(name) else f"{name} is not installed"
+
+
+def dativo(name: str, reader: str, parallelism: int, *, read_only: bool = False) -> Method:
+    """A Dativo job with ``reader`` at ``parallelism`` into Iceberg (or into nothing)."""
+    available = _installed(reader) if reader not in ("postgres", "postgres-python") else (lambda: None)
+    return Method(
+        name=name,
+        group="dativo-read" if read_only else "dativo",
+        command=lambda s: _dativo_job(s, reader, parallelism, read_only),
+        available=available,
+    )
+
+
+def all_methods() -> list[Method]:
+    """Every method, in report order."""
+    peers = ROOT / "bench" / "peers"
+    return [
+        Method(
+            "copy-limit",
+            "limit",
+            lambda s: [s.psql, s.dsn, "-q", "-c", f"COPY {s.table} TO STDOUT (FORMAT binary)"],
+        ),
+        dativo("postgres-python → iceberg", "postgres-python", 1),
+        dativo("postgres p1 → iceberg", "postgres", 1),
+        dativo("postgres p2 → iceberg", "postgres", 2),
+        dativo("rust_postgres p1 → iceberg", "rust_postgres", 1),
+        dativo("rust_postgres p2 → iceberg", "rust_postgres", 2),
+        dativo("postgres-python → null", "postgres-python", 1, read_only=True),
+        dativo("postgres p2 → null", "postgres", 2, read_only=True),
+        dativo("rust_postgres p2 → null", "rust_postgres", 2, read_only=True),
+        Method(
+            "dlt pyarrow → parquet",
+            "peer",
+            lambda s: [str(PEERS_PYTHON), str(peers / "dlt_load.py"), s.dsn, *s.table.split("."), "pyarrow",
+                       str(s.work)],
+            _peers,
+        ),
+        Method(
+            "dlt connectorx → parquet",
+            "peer",
+            lambda s: [str(PEERS_PYTHON), str(peers / "dlt_load.py"), s.dsn, *s.table.split("."), "connectorx",
+                       str(s.work)],
+            _peers,
+        ),
+        Method(
+            "connectorx p2 → arrow",
+            "peer",
+            lambda s: [str(PEERS_PYTHON), str(peers / "cx_read.py"), s.dsn, s.table, "2"],
+            _peers,
+        ),
+    ]

@@ -1,0 +1,128 @@
+"""``make bench``: PostgreSQL → Iceberg, every method side by side with the COPY limit and with peers.
+
+Usage::
+
+    python -m bench.run [--rows N | --quick] [--repetitions K] [--dsn DSN] [--only SUBSTRING ...]
+                        [--scaling] [--write-docs]
+
+Methods run alternately (one repetition of every method, then the next) so that a slow minute of the
+machine hurts all of them alike; medians are reported. Results: a Markdown table on stdout,
+``bench/results/<date>.json`` and ``bench/results/<date>.png``; ``--write-docs`` also puts them into
+``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import measure, report, server, table
+from bench.methods import ROOT, Method, Setup, all_methods
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def measure_all(methods: list[Method], srv: server.Server, name: str, repetitions: int) -> dict[str, list]:
+    """Run every method ``repetitions`` times, alternating; returns the samples per method."""
+    samples: dict[str, list[measure.Sample]] = {m.name: [] for m in methods}
+    for rep in range(repetitions):
+        for method in methods:
+            work = Path(tempfile.mkdtemp(prefix="dativo-bench-"))
+            try:
+                setup = Setup(dsn=srv.dsn, psql=srv.psql, table=name, work=work)
+                sample = measure.run(method.command(setup), env=_env(), cwd=work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            samples[method.name].append(sample)
+            state = f"{sample.wall_s:7.2f} s {sample.peak_rss_mb:6.0f} MB" if sample.ok else f"FAILED {sample.error}"
+            print(f"  [{rep + 1}/{repetitions}] {method.name:32s} {state}", file=sys.stderr, flush=True)
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="100k rows, 2 repetitions")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--dsn", help="an existing server (default: an embedded one)")
+    parser.add_argument("--only", nargs="*", default=[], help="methods whose name contains one of these")
+    parser.add_argument("--scaling", action="store_true", help="also measure peak RSS at 5x the rows")
+    parser.add_argument("--write-docs", action="store_true", help="write the results into docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    rows, repetitions = (100_000, 2) if args.quick else (args.rows, args.repetitions)
+
+    methods, skipped = [], []
+    for method in all_methods():
+        if args.only and not any(word in method.name for word in args.only) and method.group != "limit":
+            continue
+        why = method.available()
+        (skipped if why else methods).append((method, why))
+    methods = [m for m, _ in methods]
+
+    srv = server.external(args.dsn) if args.dsn else server.embedded()
+    try:
+        print(f"table: {rows:,} rows x 50 columns …", file=sys.stderr, flush=True)
+        name = table.ensure(srv.dsn, rows)
+        data_mb = table.copy_bytes(srv.dsn, name) / 2**20
+        samples = measure_all(methods, srv, name, repetitions)
+        summary = [report.summarise(m.name, m.group, samples[m.name], rows, data_mb) for m in methods]
+        report.relate(summary)
+        scaling = None
+        if args.scaling:
+            large = table.ensure(srv.dsn, rows * 5)
+            dativo = [m for m in methods if m.group.startswith("dativo")]
+            big = measure_all(dativo, srv, large, 1)
+            scaling = {
+                m.name: {"small": next(r.peak_rss_mb for r in summary if r.method == m.name),
+                         "large": big[m.name][0].peak_rss_mb}
+                for m in dativo if big[m.name][0].ok
+            }
+    finally:
+        srv.stop()
+
+    verdicts = report.goals(summary, scaling)
+    meta = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "rows": rows, "data_mb": data_mb,
+            "repetitions": repetitions, "machine": report.machine(), "scaling": scaling,
+            "skipped": {m.name: why for m, why in skipped}}
+    text = report.markdown(summary, verdicts, meta)
+    if scaling:
+        text += "\n| method | peak RSS MB at N | at 5N |\n|---|--:|--:|\n" + "".join(
+            f"| {k} | {v['small']:.0f} | {v['large']:.0f} |\n" for k, v in scaling.items())
+    if skipped:
+        text += "\nNot run: " + "; ".join(f"{m.name} ({why})" for m, why in skipped) + "\n"
+    print(text)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    report.write_json(RESULTS / f"{stamp}.json", summary, verdicts, meta)
+    report.write_chart(RESULTS / f"{stamp}.png", summary, meta)
+    print(f"results: bench/results/{stamp}.json, bench/results/{stamp}.png", file=sys.stderr)
+    if args.write_docs:
+        write_docs(text, stamp)
+    return 0
+
+
+def write_docs(text: str, stamp: str) -> None:
+    """Replace the results part of docs/benchmarks.md with ``text``."""
+    path = ROOT / "docs" / "benchmarks.md"
+    marker = "<!-- results -->"
+    head = path.read_text().split(marker)[0] if path.exists() else "# Benchmarks\n\n"
+    shutil.copyfile(RESULTS / f"{stamp}.png", ROOT / "docs" / "benchmarks.png")
+    path.write_text(
+        f"{head}{marker}\n\nLatest run ({stamp}, `bench/results/{stamp}.json`):\n\n{text}\n"
+        "![wall seconds per method](benchmarks.png)\n"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
