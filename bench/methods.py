@@ -8,6 +8,7 @@ embedded Iceberg catalog and warehouse start empty every time). Read-only varian
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,15 +48,29 @@ class Method:
     available: Callable[[], str | None] = field(default=lambda: None)
 
 
-def _dativo_job(setup: Setup, reader: str, parallelism: int, read_only: bool) -> list[str]:
+def _reader_block(reader: str, boundary: str) -> dict[str, Any] | None:
+    """The job's ``reader:`` for ``reader`` run in process, over Flight, or over Flight in the sandbox."""
+    if boundary == "flight":  # the same Python code, served by `dativo plugin serve` in its own process
+        serve = [sys.executable, "-m", "dativo", "plugin", "serve", "--role", "reader", reader]
+        return {"type": "custom", "implementation": {"command": serve}, "fallback": "fail"}
+    if boundary == "sandbox":  # served inside bubblewrap; the bench server is on loopback TCP
+        return {"type": "custom", "implementation": reader, "fallback": "fail",
+                "sandbox": {"enabled": True, "network": True, "memory_mb": 8192}}
+    if reader != "postgres":
+        return {"type": "custom", "implementation": reader, "fallback": "fail"}
+    return None
+
+
+def _dativo_job(setup: Setup, reader: str, parallelism: int, read_only: bool, boundary: str = "") -> list[str]:
     source: dict[str, Any] = {
         "type": "postgres",
         "connection": {"dsn": setup.dsn},
         "tables": [setup.table],
         "parallelism": parallelism,
     }
-    if reader != "postgres":
-        source["reader"] = {"type": "custom", "implementation": reader, "fallback": "fail"}
+    block = _reader_block(reader, boundary)
+    if block is not None:
+        source["reader"] = block
     target: dict[str, Any] = {"type": "iceberg", "namespace": "bench", "mode": "overwrite"}
     if read_only:
         target = {
@@ -87,15 +102,24 @@ def _module(name: str) -> Callable[[], str | None]:
     return lambda: None if importlib.util.find_spec(name) else f"{name} is not installed"
 
 
-def dativo(name: str, reader: str, parallelism: int, *, read_only: bool = False) -> Method:
-    """A Dativo job with ``reader`` at ``parallelism`` into Iceberg (or into nothing)."""
+def dativo(name: str, reader: str, parallelism: int, *, read_only: bool = False, boundary: str = "") -> Method:
+    """A Dativo job with ``reader`` at ``parallelism`` into Iceberg (or into nothing).
+
+    ``boundary``: ``""`` in process, ``flight`` served out of process, ``sandbox`` served in bubblewrap.
+    """
     available = _installed(reader) if reader not in ("postgres", "postgres-python") else (lambda: None)
+    if boundary == "sandbox":
+        available = _sandbox
     return Method(
         name=name,
         group="dativo-read" if read_only else "dativo",
-        command=lambda s: _dativo_job(s, reader, parallelism, read_only),
+        command=lambda s: _dativo_job(s, reader, parallelism, read_only, boundary),
         available=available,
     )
+
+
+def _sandbox() -> str | None:
+    return None if shutil.which("bwrap") else "bubblewrap is not installed"
 
 
 def all_methods() -> list[Method]:
@@ -112,6 +136,10 @@ def all_methods() -> list[Method]:
         dativo("postgres p2 → iceberg", "postgres", 2),
         dativo("rust_postgres p1 → iceberg", "rust_postgres", 1),
         dativo("rust_postgres p2 → iceberg", "rust_postgres", 2),
+        dativo("postgres p1 → iceberg, flight", "postgres", 1, boundary="flight"),
+        dativo("postgres p1 → iceberg, sandboxed", "postgres", 1, boundary="sandbox"),
+        dativo("go_postgres p1 → iceberg", "go_postgres", 1),
+        dativo("go_postgres p2 → iceberg", "go_postgres", 2),
         dativo("postgres-python → null", "postgres-python", 1, read_only=True),
         dativo("postgres p2 → null", "postgres", 2, read_only=True),
         dativo("rust_postgres p2 → null", "rust_postgres", 2, read_only=True),

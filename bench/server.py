@@ -64,6 +64,9 @@ def embedded() -> Server:
         CACHE.mkdir(parents=True, exist_ok=True)
         pgserver.get_server(data, cleanup_mode="stop").cleanup()  # creates the cluster, then stops it
     user = "pgserver" if os.geteuid() == 0 else None
+    ctl = [str(_bin("pg_ctl")), "-D", str(data)]
+    if subprocess.run([*ctl, "status"], user=user, capture_output=True).returncode == 0:
+        subprocess.run([*ctl, "-m", "fast", "-w", "stop"], user=user, capture_output=True)  # left by a killed run
     port = _free_port()
     sockets = CACHE / "sock"
     sockets.mkdir(exist_ok=True)
