@@ -450,13 +450,15 @@ class SandboxRun:
         if config.network is True:
             for file in _NETWORK_FILES:
                 args += ["--ro-bind-try", file, file]
+        # the private /tmp first: every bind below lands on top of it, so a runtime, plugin or path that
+        # itself lives under /tmp (a checkout in /tmp, pytest's folders) stays visible
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         bound: list[Path] = []
         for path in sandbox.read_only:
             if path.exists() and not _covered(path, bound):
                 args += ["--ro-bind", str(path), str(path)]
                 bound.append(path)
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        args += ["--bind", str(socket_dir), str(socket_dir)]  # after /tmp: it lives there
+        args += ["--bind", str(socket_dir), str(socket_dir)]
         for path in sandbox.read_paths:
             args += ["--ro-bind", str(path), str(path)]
         for path in sandbox.write_paths:

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from dativo.api import CommitInfo, Dataset, Mode, Split, State, WrittenFiles, Writer
 from dativo.errors import CommitFailed, ConfigError, ConnectionFailed, SchemaMismatch
 from dativo.storage.s3 import S3Settings
+from dativo.writers.encoding import parquet_options
 from dativo.streams import schema_difference
 
 if TYPE_CHECKING:
@@ -472,6 +473,7 @@ class ParquetWriter(Writer):
                     stream.schema,
                     compression=self.config.compression,
                     compression_level=self.config.compression_level,
+                    **parquet_options(stream.schema),
                 )
             writer.write_table(pa.Table.from_batches(pending, schema=stream.schema))
             pending, pending_rows = [], 0

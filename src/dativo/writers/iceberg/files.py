@@ -34,6 +34,7 @@ from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Record
 
+from dativo.writers.encoding import parquet_options
 from dativo.writers.iceberg import partitioning
 
 MAX_OPEN_FILES = 32
@@ -149,6 +150,7 @@ class DataFileWriter:
                 compression=self.options.compression,
                 compression_level=self.options.compression_level,
                 store_decimal_as_integer=True,
+                **parquet_options(schema),
             )
         except Exception:
             stream.close()
