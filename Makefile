@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install system plugins plugins-rust plugins-cpp clean
+.PHONY: demo test sdk-tests bench install system plugins plugins-rust plugins-cpp clean
 
 install: $(STAMP)
 
@@ -65,7 +65,14 @@ system:
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
 
-test: install system plugins
+# The SDKs' own unit tests (the Python suite then runs every built plugin end to end).
+sdk-tests:
+	cd sdk/go && $(GO) test ./...
+	cd $(GO_PG) && $(GO) test ./...
+	cd $(GO_PQ) && $(GO) test ./...
+	cd sdk/rust && cargo test --quiet
+
+test: install system plugins sdk-tests
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (never part of `make test`): ARGS="--quick", "--rows 5000000", "--scaling", "--write-docs" …
