@@ -73,7 +73,6 @@ def make_reader() -> Iterator[MakeReader]:
 TYPES_DDL = types_ddl(150_000)
 
 
-
 @pytest.fixture
 def everything(pg_schema: PgSchema) -> PgSchema:
     pg_schema.execute(TYPES_DDL)
