@@ -57,6 +57,7 @@ from dativo.plugins.flight import (
 from dativo.secrets import redact
 
 if TYPE_CHECKING:
+    from dativo.config import PluginCommand
     from dativo.plugins.sandbox import Sandbox, SandboxRun
 
 DEFAULT_START_TIMEOUT_S = 10.0
@@ -569,6 +570,20 @@ class CommandLauncher(Launcher):
         if sandbox is not None:
             self.origin = "sandbox"
 
+    @classmethod
+    def for_command(cls, implementation: PluginCommand, *, sandbox: Sandbox | None = None) -> CommandLauncher:
+        """The launcher of a job's ``implementation: {command: [...]}``, with its timeouts and ``env``."""
+        return cls(
+            implementation.command,
+            cwd=implementation.cwd(),
+            env=implementation.env,
+            name=str(implementation),
+            start_timeout_s=implementation.start_timeout_s,
+            call_timeout_s=implementation.call_timeout_s,
+            stall_timeout_s=implementation.stall_timeout_s,
+            sandbox=sandbox,
+        )
+
     def executable(self) -> str:
         """The executable's path.
 
@@ -664,15 +679,7 @@ def from_config(role: Role, implementation: Any) -> type[FlightReader] | type[Fl
             implementation.call_timeout_s,
             implementation.stall_timeout_s,
         )
-        launcher = CommandLauncher(
-            implementation.command,
-            cwd=implementation.cwd(),
-            env=implementation.env,
-            name=str(implementation),
-            start_timeout_s=implementation.start_timeout_s,
-            call_timeout_s=implementation.call_timeout_s,
-            stall_timeout_s=implementation.stall_timeout_s,
-        )
+        launcher = CommandLauncher.for_command(implementation)
     elif isinstance(implementation, FlightEndpoint):
         key = (
             role,

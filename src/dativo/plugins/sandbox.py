@@ -639,16 +639,7 @@ def sandboxed_class(
         probe_launcher = CommandLauncher(implementation.command, cwd=implementation.cwd())
         executable = Path(probe_launcher.executable())  # PluginNotFound if it does not exist
         sandbox = Sandbox(config, role, files=[executable])
-        launcher = CommandLauncher(
-            implementation.command,
-            cwd=implementation.cwd(),
-            env=implementation.env,
-            name=str(implementation),
-            start_timeout_s=implementation.start_timeout_s,
-            call_timeout_s=implementation.call_timeout_s,
-            stall_timeout_s=implementation.stall_timeout_s,
-            sandbox=sandbox,
-        )
+        launcher = CommandLauncher.for_command(implementation, sandbox=sandbox)
     else:
         name = implementation.strip()
         key = (role, "python", name, settings)
