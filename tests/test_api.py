@@ -44,6 +44,7 @@ def test_public_names_are_pinned() -> None:
         "NoOptions",
         "PluginFailed",
         "Reader",
+        "Role",
         "SchemaMismatch",
         "Split",
         "State",

@@ -34,6 +34,9 @@ API_VERSION = "1.0.0"
 Mode = Literal["append", "overwrite", "merge"]
 """How a writer publishes a run: add rows, replace the table, or upsert by primary key."""
 
+Role = Literal["reader", "writer"]
+"""Which side of the pipeline a plugin serves."""
+
 State = dict[str, Any]
 """Incremental state of one dataset: a JSON-serialisable mapping, committed together with the data."""
 
@@ -280,6 +283,7 @@ __all__ = [
     "NoOptions",
     "PluginFailed",
     "Reader",
+    "Role",
     "SchemaMismatch",
     "Split",
     "State",

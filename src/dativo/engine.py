@@ -13,26 +13,27 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from dativo.api import CommitInfo, Context, Dataset, Split, State, WrittenFiles
+from dativo.api import CommitInfo, Context, Dataset, Split, WrittenFiles
 from dativo.config import ImplementationConfig, JobConfig, job_locator
 from dativo.errors import (
-    CommitFailed,
-    CommitStateUnknown,
     ConfigError,
     DativoError,
     PluginFailed,
     PluginIncompatible,
     PluginNotFound,
     SandboxError,
+    fallback_hint,
+    side,
+    translate,
 )
+from dativo.executors.local import LocalExecutor
 from dativo.registry import (
     BUILTIN_READERS,
     BUILTIN_WRITERS,
@@ -43,8 +44,9 @@ from dativo.registry import (
     resolve,
 )
 from dativo.report import DatasetReport, PluginReport, RunReport
-from dativo.state import Watermark, WatermarkTracker
-from dativo.streams import Cancelled, GuardedStream, describe
+from dativo.runs import DatasetRun, SplitRun, call, cause
+from dativo.state import WatermarkTracker
+from dativo.streams import describe
 
 log = logging.getLogger("dativo")
 T = TypeVar("T")
@@ -57,28 +59,6 @@ class _Loaded:
     spec: PluginSpec
     instance: Any
     report: PluginReport
-
-
-@dataclass
-class _DatasetRun:
-    """One dataset's written, uncommitted output."""
-
-    dataset: Dataset
-    schema: pa.Schema | None
-    previous_state: State | None
-    tracker: WatermarkTracker | None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    prepared: bool = False
-    written: list[WrittenFiles] = field(default_factory=list)
-    rows_read: int = 0
-    splits: int = 0
-
-    def new_state(self) -> State | None:
-        """The state to commit: the new watermark, or the previous one if no new row arrived."""
-        watermark = self.tracker.watermark() if self.tracker else None
-        if watermark is None or self.schema is None:
-            return self.previous_state
-        return watermark.to_state(self.schema)
 
 
 class Engine:
@@ -157,12 +137,17 @@ class Engine:
             )
             instance = spec.cls(config, ctx)
         except DativoError as exc:
-            if isinstance(exc, PluginNotFound | PluginIncompatible):
+            error = exc
+            if isinstance(exc, PluginNotFound | PluginIncompatible):  # point at the YAML line that named it
                 where = (section, role, "implementation") if custom else (section, "type")
-                exc.message = f"{self._loc.where(where)}: {exc.message}"
-            raise _tag(exc, role, "load", getattr(exc, "plugin", None) or impl.implementation)
+                error = type(exc)(f"{self._loc.where(where)}: {exc.message}", job=exc.job, plugin=exc.plugin,
+                                  hint=exc.hint)
+            plugin = exc.plugin or (impl.implementation if isinstance(impl.implementation, str) else None)
+            raise translate(error, role=role, stage="load", plugin=plugin or str(impl.implementation)) \
+                from exc.__cause__
         except Exception as exc:
-            raise _wrap(exc, role, "__init__", impl.implementation or conf.type) from exc
+            raise translate(exc, role=role, stage="__init__", plugin=str(impl.implementation or conf.type)) \
+                from exc
         report = PluginReport(
             implementation=spec.name, origin=spec.origin, language=spec.language, version=spec.version
         )
@@ -170,13 +155,9 @@ class Engine:
 
     # --- calling plugins ------------------------------------------------------------------------------
 
-    def _call(self, loaded: _Loaded, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return fn(*args)
-        except DativoError as exc:
-            raise _tag(exc, loaded.spec.role, stage, loaded.spec.name)
-        except Exception as exc:
-            raise _wrap(exc, loaded.spec.role, stage, loaded.spec.name) from exc
+    @staticmethod
+    def _call(loaded: _Loaded, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        return call(loaded, stage, fn, *args)
 
     # --- public entry points --------------------------------------------------------------------------
 
@@ -237,9 +218,9 @@ class Engine:
                     w += 1
                 else:
                     raise
-                side = "source.reader" if exc.role == "reader" else "target.writer"
                 reason = f"custom {exc.role} failed during {exc.stage or 'load'}: {exc}"
-                log.warning("%s; falling back to the built-in %s (%s.fallback: default)", reason, exc.role, side)
+                log.warning("%s; falling back to the built-in %s (%s.fallback: default)", reason, exc.role,
+                            side(exc.role))
                 report.fallback_used = True
                 report.fallback_reason = "; ".join(filter(None, [report.fallback_reason, reason]))
         return report.finish(time.monotonic() - started)
@@ -289,17 +270,17 @@ class Engine:
             raise PluginFailed(
                 f"discover() returned {describe(datasets)}; it must return a list of dativo.api.Dataset",
                 role="reader", stage="discover", plugin=reader.spec.name, job=self.job.name,
-                hint=_fix("reader"),
+                hint=fallback_hint("reader"),
             )
         return list(datasets)
 
-    def _write_all(self, reader: _Loaded, writer: _Loaded) -> list[_DatasetRun]:
+    def _write_all(self, reader: _Loaded, writer: _Loaded) -> list[DatasetRun]:
         self._call(writer, "check", writer.instance.check)
         self._call(reader, "check", reader.instance.check)
-        runs: list[_DatasetRun] = []
+        runs: list[DatasetRun] = []
         try:
             for dataset in self._discover(reader):
-                run = self._start_dataset(reader, writer, dataset)
+                run = self._start_dataset(writer, dataset)
                 runs.append(run)
                 self._write_dataset(reader, writer, run)
         except BaseException:
@@ -312,115 +293,47 @@ class Engine:
             raise
         return runs
 
-    def _start_dataset(self, reader: _Loaded, writer: _Loaded, dataset: Dataset) -> _DatasetRun:
+    def _start_dataset(self, writer: _Loaded, dataset: Dataset) -> DatasetRun:
         cursor = self.job.source.incremental.cursor if self.job.source.incremental else None
-        tracker = None
-        state = None
-        if cursor:
-            if dataset.schema is not None and cursor not in dataset.schema.names:
-                candidates = ", ".join(dataset.cursor_candidates) or ", ".join(dataset.schema.names)
-                raise ConfigError(
-                    f"source.incremental.cursor '{cursor}' is not a column of dataset '{dataset.name}'",
-                    job=self.job.name,
-                    hint=f"Use one of: {candidates}.",
-                )
-            tracker = WatermarkTracker(cursor, tuple(dataset.primary_key))
-            state = self._call(writer, "state", writer.instance.state, dataset)
-        return _DatasetRun(dataset, dataset.schema, state, tracker)
+        if not cursor:
+            return DatasetRun(dataset, dataset.schema, None, None)
+        if dataset.schema is not None and cursor not in dataset.schema.names:
+            candidates = ", ".join(dataset.cursor_candidates) or ", ".join(dataset.schema.names)
+            raise ConfigError(
+                f"source.incremental.cursor '{cursor}' is not a column of dataset '{dataset.name}'",
+                job=self.job.name,
+                hint=f"Use one of: {candidates}.",
+            )
+        state = self._call(writer, "state", writer.instance.state, dataset)
+        return DatasetRun(dataset, dataset.schema, state, WatermarkTracker(cursor, tuple(dataset.primary_key)))
 
-    def _prepare(self, writer: _Loaded, run: _DatasetRun) -> None:
-        if not run.prepared and run.schema is not None:
-            self._call(writer, "prepare", writer.instance.prepare, run.dataset, run.schema, self.job.target.mode)
-            run.prepared = True
-
-    def _write_dataset(self, reader: _Loaded, writer: _Loaded, run: _DatasetRun) -> None:
+    def _write_dataset(self, reader: _Loaded, writer: _Loaded, run: DatasetRun) -> None:
         splits = self._call(reader, "plan", reader.instance.plan, run.dataset, run.previous_state)
         if not isinstance(splits, list | tuple) or not all(isinstance(s, Split) for s in splits):
             raise PluginFailed(
                 f"plan() returned {describe(splits)}; it must return a list of dativo.api.Split",
                 role="reader", stage="plan", plugin=reader.spec.name, job=self.job.name,
-                hint=_fix("reader"),
+                hint=fallback_hint("reader"),
             )
         run.splits = len(splits)
-        self._prepare(writer, run)
+        mode = self.job.target.mode
+        run.prepare(writer, mode)
         cancel = threading.Event()
-        lock = threading.Lock()
+        tasks = [SplitRun(run, split, reader, writer, mode=mode, cancel=cancel, on_rows=self.on_rows)
+                 for split in splits]
+        LocalExecutor(self.job.source.parallelism).run(tasks, cancel)
+        run.prepare(writer, mode, schema=pa.schema([]))  # no batch, no declared schema: the target still learns
 
-        def one(split: Split) -> None:
-            tracker = WatermarkTracker(run.tracker.column, run.tracker.key_columns) if run.tracker else None
-            output = self._call(reader, "read", reader.instance.read, split)
-            with run.lock:
-                guard = GuardedStream(
-                    split.id, run.dataset.name, run.schema,
-                    after=None, tracker=tracker, cancel=cancel, on_rows=self.on_rows,
-                )
-                try:
-                    stream = guard.open(output)
-                except DativoError as exc:
-                    raise _tag(exc, "reader", "read", reader.spec.name) from exc.__cause__
-                if run.schema is None and len(guard.schema or ()):
-                    run.schema = guard.schema
-                if run.previous_state and run.schema is not None and run.tracker:
-                    guard.after = Watermark.from_state(run.previous_state, run.schema)
-                self._prepare(writer, run)
-            if not run.prepared:  # no declared schema and this split had no batch at all
-                return
-            try:
-                written = writer.instance.write(split, stream)
-            except BaseException as exc:
-                if guard.error is not None:
-                    raise _tag(guard.error, "reader", "read", reader.spec.name) from guard.error.__cause__
-                if isinstance(exc, Cancelled):
-                    raise
-                if isinstance(exc, DativoError):
-                    raise _tag(exc, "writer", "write", writer.spec.name) from exc.__cause__
-                raise _wrap(exc, "writer", "write", writer.spec.name) from exc
-            if guard.error is not None:
-                raise _tag(guard.error, "reader", "read", reader.spec.name)
-            if not isinstance(written, WrittenFiles):
-                raise _tag(
-                    PluginFailed(
-                        f"write() returned {describe(written)}; it must return dativo.api.WrittenFiles",
-                        hint=_fix("writer"),
-                    ),
-                    "writer", "write", writer.spec.name,
-                )
-            with lock:
-                run.written.append(written)
-                run.rows_read += guard.rows
-                if tracker and run.tracker:
-                    run.tracker.merge(tracker)
-
-        workers = max(1, min(self.job.source.parallelism, len(splits)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dativo-split") as pool:
-            futures: list[Future[None]] = [pool.submit(one, split) for split in splits]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                cancel.set()
-                for future in futures:
-                    future.cancel()
-                wait(futures)
-                errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
-                first = next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
-                raise first  # type: ignore[misc]
-        if not run.prepared:  # no batch and no declared schema: the target still learns of the run
-            self._call(writer, "prepare", writer.instance.prepare, run.dataset, pa.schema([]), self.job.target.mode)
-            run.prepared = True
-
-    def _commit_all(self, writer: _Loaded, runs: list[_DatasetRun], report: RunReport) -> None:
+    def _commit_all(self, writer: _Loaded, runs: list[DatasetRun], report: RunReport) -> None:
         for run in runs:
             try:
                 info = writer.instance.commit(run.dataset, run.written, run.new_state(), self.run_id)
-            except (CommitFailed, CommitStateUnknown) as exc:
-                raise exc.with_context(job=self.job.name, plugin=writer.spec.name)
             except Exception as exc:
-                raise CommitStateUnknown(
-                    f"commit of dataset '{run.dataset.name}' raised {type(exc).__name__}: {exc}",
-                    job=self.job.name,
-                    plugin=writer.spec.name,
+                raise translate(
+                    exc, role="writer", stage="commit", plugin=writer.spec.name, job=self.job.name,
+                    action=f"commit of dataset '{run.dataset.name}'",
                     hint=f"Check the target, then rerun with --run-id {self.run_id}: a committed run is a no-op.",
-                ) from exc
+                ) from cause(exc)
             if not isinstance(info, CommitInfo):
                 info = CommitInfo(commit_id=None)
             if info.no_op:  # this run's files duplicate what the earlier commit published
@@ -443,7 +356,6 @@ class Engine:
             report.bytes_written += 0 if info.no_op else sum(w.bytes for w in run.written)
             report.commit_id = info.commit_id or report.commit_id
 
-
     @staticmethod
     def _discard(writer: _Loaded, written: list[WrittenFiles]) -> None:
         if not any(w.files for w in written):
@@ -452,25 +364,6 @@ class Engine:
             writer.instance.abort(written)
         except Exception as exc:  # the run itself succeeded; leftovers are unreferenced files
             log.warning("abort() of %s failed to delete unpublished files: %s", writer.spec.name, exc)
-
-
-def _tag(exc: DativoError, role: str, stage: str, plugin: str | None) -> DativoError:
-    if not exc.role:
-        exc.role = role
-    if not exc.stage:
-        exc.stage = stage
-    return exc.with_context(plugin=plugin)
-
-
-def _fix(role: str) -> str:
-    side = "source.reader" if role == "reader" else "target.writer"
-    return f"Fix the plugin, or set {side}.fallback: default to use the built-in {role}."
-
-
-def _wrap(exc: BaseException, role: str, stage: str, plugin: str | None) -> PluginFailed:
-    return PluginFailed(
-        f"{stage}() raised {type(exc).__name__}: {exc}", role=role, stage=stage, plugin=plugin, hint=_fix(role)
-    )
 
 
 def _close(loaded: _Loaded) -> None:

@@ -3,9 +3,16 @@
 Every error a user can cause or meet derives from :class:`DativoError`, carries the job and plugin it
 concerns, and renders as one paragraph that says what happened and what to do. The CLI maps each class
 to an exit code; nothing below ever needs a traceback to be understood.
+
+This module is also the one place where failures are translated into that hierarchy
+(:func:`translate`, :func:`commit_error`, :data:`ERROR_KINDS` for the wire), so the rules, such as "a commit
+that failed in an unknown way may have published", are decided once. Context is added to an error by
+:meth:`DativoError.with_context`, which returns a new exception and leaves the caught one as it was.
 """
 
 from __future__ import annotations
+
+import copy
 
 
 class DativoError(Exception):
@@ -38,11 +45,32 @@ class DativoError(Exception):
         self.plugin = plugin
         self.hint = hint
 
-    def with_context(self, *, job: str | None = None, plugin: str | None = None) -> DativoError:
-        """Fill in the job and plugin if they are not set yet; returns ``self``."""
-        self.job = self.job or job
-        self.plugin = self.plugin or plugin
-        return self
+    def with_context(
+        self,
+        *,
+        job: str | None = None,
+        plugin: str | None = None,
+        role: str | None = None,
+        stage: str | None = None,
+    ) -> DativoError:
+        """This error with the job, plugin, role and stage filled in where they are not set yet.
+
+        Returns:
+            ``self`` when nothing is missing, else a new exception of the same class (the caught one is
+            never changed: it may be shared, e.g. kept by a stream that failed).
+        """
+        changes = {
+            name: value
+            for name, value in (("job", job), ("plugin", plugin), ("role", role), ("stage", stage))
+            if value and not getattr(self, name)
+        }
+        if not changes:
+            return self
+        error = copy.copy(self)
+        error.__dict__.update(changes)
+        error.__cause__, error.__suppress_context__ = self.__cause__, self.__suppress_context__
+        error.__traceback__ = self.__traceback__
+        return error
 
     def __str__(self) -> str:
         where = []
@@ -113,7 +141,124 @@ class CommitStateUnknown(DativoError):
     exit_code = 4
 
 
+COMMIT_UNKNOWN_HINT = "Check the target, then rerun with the same --run-id: a committed run is a no-op."
+COMMIT_RETRY_HINT = "Nothing was published; the run can be retried."
+
+ERROR_KINDS: dict[str, type[DativoError]] = {
+    "ConfigError": ConfigError,
+    "ConnectionFailed": ConnectionFailed,
+    "PluginFailed": PluginFailed,
+    "SchemaMismatch": SchemaMismatch,
+    "CommitFailed": CommitFailed,
+    "CommitStateUnknown": CommitStateUnknown,
+}
+"""The error kinds an out-of-process or native plugin may report, and the class the host raises for each."""
+
+
+def side(role: str) -> str:
+    """The job-file block of a role: ``source.reader`` or ``target.writer``."""
+    return "source.reader" if role == "reader" else "target.writer"
+
+
+def fallback_hint(role: str) -> str:
+    """What to do about a custom plugin that failed."""
+    return f"Fix the plugin, or set {side(role)}.fallback: default to use the built-in {role}."
+
+
+def commit_error(message: str, *, failed: bool = False, hint: str | None = None) -> DativoError:
+    """The error of a commit that did not succeed.
+
+    Args:
+        message: What happened.
+        failed: ``True`` only when the target said that nothing was published; anything else may have
+            published, so its outcome is unknown.
+        hint: Replaces the standard advice.
+    """
+    if failed:
+        return CommitFailed(message, hint=hint or COMMIT_RETRY_HINT)
+    return CommitStateUnknown(message, hint=hint or COMMIT_UNKNOWN_HINT)
+
+
+def translate(
+    exc: BaseException,
+    *,
+    role: str,
+    stage: str,
+    plugin: str | None = None,
+    job: str | None = None,
+    action: str | None = None,
+    hint: str | None = None,
+) -> DativoError:
+    """The Dativo error for a failure of a plugin's ``stage`` (``check``, ``read``, ``commit`` …).
+
+    The one translation table:
+
+    ==========================================  ==================================================
+    what failed                                 what the user sees
+    ==========================================  ==================================================
+    ``commit``: ``CommitFailed``                itself (nothing was published)
+    ``commit``: anything else                   ``CommitStateUnknown`` (it may have published)
+    any other stage: a ``DativoError``          itself, with the role, stage and plugin filled in
+    any other stage: ``MemoryError``            ``PluginFailed``: the plugin ran out of memory
+    any other stage: any other exception        ``PluginFailed`` naming the exception
+    ==========================================  ==================================================
+
+    Args:
+        exc: What was raised.
+        role: ``reader`` or ``writer``.
+        stage: The contract method that failed.
+        plugin: The implementation's name.
+        job: The job's name.
+        action: How the message names what failed (default: ``"<stage>()"``).
+        hint: Replaces the standard advice of a translated foreign exception.
+
+    Returns:
+        A new exception (or ``exc`` itself when it needs nothing added); ``exc`` is never changed.
+    """
+    what = action or f"{stage}()"
+    error: DativoError
+    if stage == "commit" and not isinstance(exc, CommitFailed | CommitStateUnknown):
+        detail = exc.message if isinstance(exc, DativoError) else str(exc)
+        error = commit_error(f"{what} raised {type(exc).__name__}: {detail}", hint=hint)
+    elif isinstance(exc, DativoError):
+        error = exc
+    elif isinstance(exc, MemoryError):
+        error = PluginFailed(
+            f"{what} raised MemoryError: the plugin ran out of memory",
+            hint=hint or f"Give the {role} more memory or smaller batches. {fallback_hint(role)}",
+        )
+    else:
+        error = PluginFailed(f"{what} raised {type(exc).__name__}: {exc}", hint=hint or fallback_hint(role))
+    return error.with_context(job=job, plugin=plugin, role=role, stage=stage)
+
+
+def error_kind(exc: BaseException, stage: str) -> str:
+    """The wire kind (a key of :data:`ERROR_KINDS`) that reports ``exc``, raised during ``stage``."""
+    if isinstance(exc, DativoError):
+        for cls in type(exc).__mro__:
+            if ERROR_KINDS.get(cls.__name__) is cls:
+                if stage == "commit" and cls not in (CommitFailed, CommitStateUnknown):
+                    break
+                return cls.__name__
+    return "CommitStateUnknown" if stage == "commit" else "PluginFailed"
+
+
+def from_kind(kind: str, message: str, *, role: str, stage: str, hint: str | None = None) -> DativoError:
+    """The error a plugin reported by wire kind (see :func:`error_kind`); an unknown kind is a failure."""
+    cls = ERROR_KINDS.get(kind, PluginFailed)
+    if kind not in ERROR_KINDS:
+        message = f"{message} (unknown error kind '{kind}')"
+    if stage == "commit":
+        return commit_error(message, failed=cls is CommitFailed, hint=hint).with_context(role=role, stage=stage)
+    if issubclass(cls, PluginFailed):
+        return cls(message, role=role, stage=stage, hint=hint or fallback_hint(role))
+    return cls(message, hint=hint).with_context(role=role, stage=stage)
+
+
 __all__ = [
+    "COMMIT_RETRY_HINT",
+    "COMMIT_UNKNOWN_HINT",
+    "ERROR_KINDS",
     "CommitFailed",
     "CommitStateUnknown",
     "ConfigError",
@@ -125,4 +270,10 @@ __all__ = [
     "PluginNotFound",
     "SandboxError",
     "SchemaMismatch",
+    "commit_error",
+    "error_kind",
+    "fallback_hint",
+    "from_kind",
+    "side",
+    "translate",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dativo.errors import DativoError, PluginFailed, SchemaMismatch
+from dativo.errors import DativoError, PluginFailed, SchemaMismatch, fallback_hint
 from dativo.state import Watermark, WatermarkTracker
 
 
@@ -52,8 +52,12 @@ def schema_difference(expected: pa.Schema, got: pa.Schema) -> str | None:
     return None
 
 
-def _batches(obj: Any) -> tuple[pa.Schema | None, Iterator[pa.RecordBatch]]:
-    """Normalise a reader's return value into (schema if known, iterator of batches)."""
+def arrow_batches(obj: Any) -> tuple[pa.Schema | None, Iterator[pa.RecordBatch]]:
+    """Normalise a reader's return value into (schema if known, iterator of batches).
+
+    Raises:
+        TypeError: ``obj`` is not Arrow data (the caller reports it as the reader's failure).
+    """
     if isinstance(obj, pa.RecordBatchReader):
         return obj.schema, iter(obj)
     if isinstance(obj, pa.Table):
@@ -126,7 +130,7 @@ class GuardedStream:
                 f"{type(exc).__name__}: {exc}",
                 role="reader",
                 stage=stage,
-                hint="Fix the reader, or set source.reader.fallback: default to use the built-in reader.",
+                hint=fallback_hint("reader"),
             )
             self.error.__cause__ = exc
         return self.error
@@ -161,7 +165,7 @@ class GuardedStream:
             PluginFailed: If ``obj`` is not Arrow data or its schema does not match.
         """
         try:
-            declared, source = _batches(obj)
+            declared, source = arrow_batches(obj)
             if self.schema is None and declared is None:
                 first = next(source, None)
                 if first is None:

@@ -46,7 +46,7 @@ from dativo.plugins.flight import (
 )
 from dativo.registry import PluginSpec, resolve
 from dativo.secrets import redact
-from dativo.streams import _batches as arrow_batches  # the same normalisation the engine applies in process
+from dativo.streams import arrow_batches  # the same normalisation the engine applies in process
 from dativo.streams import describe, schema_difference
 
 HARD_EXIT_S = 5.0

@@ -73,8 +73,7 @@ class PostgresReaderBase(Reader):
         try:
             yield
         except DativoError as exc:
-            exc.with_context(job=self.ctx.job, plugin=self.ctx.plugin)
-            raise
+            raise exc.with_context(job=self.ctx.job, plugin=self.ctx.plugin) from exc.__cause__
 
     def _psycopg_connect(self) -> psycopg.Connection:
         info = self._conninfo

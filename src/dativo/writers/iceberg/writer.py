@@ -360,13 +360,11 @@ class IcebergWriter(Writer):
         except _UpstreamError as wrapper:  # the reader's failure, not ours: pass it on untouched
             raise wrapper.original from None
         except (CommitFailed, CommitStateUnknown) as exc:
-            exc.with_context(job=self.ctx.job, plugin=self.ctx.plugin)
-            raise
+            raise exc.with_context(job=self.ctx.job, plugin=self.ctx.plugin) from exc.__cause__
         except DativoError as exc:
-            exc.with_context(job=self.ctx.job, plugin=self.ctx.plugin)
             if stage == "commit":  # nothing was published: say so in the commit's own terms
-                raise CommitFailed(exc.message, job=exc.job, plugin=exc.plugin, hint=exc.hint) from exc
-            raise
+                raise CommitFailed(exc.message, job=self.ctx.job, plugin=self.ctx.plugin, hint=exc.hint) from exc
+            raise exc.with_context(job=self.ctx.job, plugin=self.ctx.plugin) from exc.__cause__
         except Exception as exc:
             handle = self._handle
             text = handle.redact(first_line(exc)) if handle else first_line(exc)
