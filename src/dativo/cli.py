@@ -31,7 +31,7 @@ from dativo.api import API_VERSION
 from dativo.config import job_schema, load_job
 from dativo.errors import DativoError
 from dativo.report import RunReport
-from dativo.secrets import RedactingFilter, redact
+from dativo.secrets import RedactingFilter, shown
 
 app = typer.Typer(
     name="dativo",
@@ -65,14 +65,14 @@ def _setup_logging(*, debug: bool, quiet: bool) -> None:
 
 def _fail(exc: BaseException, *, debug: bool) -> int:
     if isinstance(exc, DativoError):
-        err.print(f"[bold red]Error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]Error:[/] {escape(shown(str(exc)))}", highlight=False, soft_wrap=True)
         code = exc.exit_code
     elif isinstance(exc, KeyboardInterrupt):
         err.print("[bold red]Interrupted.[/] Nothing was committed by the interrupted step.")
         code = 130
     else:
         err.print(
-            f"[bold red]Internal error:[/] {type(exc).__name__}: {escape(redact(str(exc)))}. "
+            f"[bold red]Internal error:[/] {type(exc).__name__}: {escape(shown(str(exc)))}. "
             "Rerun with --debug for the traceback, and report it.",
             highlight=False,
             soft_wrap=True,
@@ -80,7 +80,7 @@ def _fail(exc: BaseException, *, debug: bool) -> int:
         code = 1
     if debug:  # as text, so that secrets in exception messages are redacted like everywhere else
         trace = "".join(traceback.format_exception(exc))
-        err.print(escape(redact(trace)), highlight=False, soft_wrap=True, end="")
+        err.print(escape(shown(trace)), highlight=False, soft_wrap=True, end="")
     return code
 
 
@@ -146,7 +146,7 @@ def _summary(report: RunReport) -> Table:
         ("run id", report.run_id),
     ]
     for key, value in rows:
-        table.add_row(key, redact(value) if key == "status" else escape(redact(value)))
+        table.add_row(key, shown(value) if key == "status" else escape(shown(value)))
     return table
 
 
@@ -166,7 +166,7 @@ def run(
     _setup_logging(debug=debug, quiet=quiet or as_json)
     started = time.monotonic()
     config = None
-    run_id = run_id or uuid.uuid4().hex
+    run_id = uuid.uuid4().hex if run_id is None else run_id
     try:
         config = load_job(job)
         engine = Engine(config, run_id=run_id)
@@ -206,7 +206,7 @@ def check(job: JobArg, as_json: JsonOpt = False, debug: DebugOpt = False) -> Non
     table = Table("component", "implementation", "status", title=f"dativo check · {job}")
     for component, implementation, status in rows:
         colour = "green" if status == "ok" else "yellow"
-        table.add_row(component, escape(implementation), f"[{colour}]{escape(status)}[/]")
+        table.add_row(component, escape(shown(implementation)), f"[{colour}]{escape(shown(status))}[/]")
     out.print(table)
 
 
@@ -231,9 +231,10 @@ def discover(job: JobArg, as_json: JsonOpt = False, debug: DebugOpt = False) -> 
         ], indent=2))
         return
     for d in datasets:
-        table = Table("column", "type", "nullable", title=f"{d.name}  (key: {', '.join(d.primary_key) or '-'})")
+        title = shown(f"{d.name}  (key: {', '.join(d.primary_key) or '-'})")
+        table = Table("column", "type", "nullable", title=escape(title))
         for f in d.schema or []:
-            table.add_row(escape(f.name), escape(str(f.type)), "yes" if f.nullable else "no")
+            table.add_row(escape(shown(f.name)), escape(shown(str(f.type))), "yes" if f.nullable else "no")
         out.print(table)
 
 
@@ -253,10 +254,11 @@ def plugins_list(as_json: JsonOpt = False) -> None:
         status = "[green]ok[/]" if row.status == "ok" else "[yellow]unavailable[/]"
         if row.status != "ok":
             notes.append(f"{row.role} {row.name}: {row.status.removeprefix('unavailable: ')}")
-        table.add_row(row.role, row.name, row.origin, row.version, row.language, row.api_version, status)
+        cells = (row.role, row.name, row.origin, row.version, row.language, row.api_version)
+        table.add_row(*(escape(shown(str(cell))) for cell in cells), status)
     out.print(table)
     for note in notes:
-        out.print(f"[yellow]•[/] {escape(note)}", soft_wrap=True)
+        out.print(f"[yellow]•[/] {escape(shown(note))}", soft_wrap=True)
 
 
 @plugins_app.command("info")

@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 import shlex
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -32,6 +33,7 @@ from pydantic import (
 
 from dativo import secrets
 from dativo.errors import ConfigError
+from dativo.yamlfile import load_document
 
 _SUBSTITUTION = re.compile(r"\$\{(?P<body>[^}]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -373,12 +375,41 @@ class Located:
 # --- substitution -----------------------------------------------------------------------------------
 
 
+MAX_SECRET_FILE_BYTES = 64 * 1024
+"""Largest file ``${file:…}`` reads: a secret is a password, a token or a key, never a data file."""
+
+
+def _read_secret_file(file: Path, where: str) -> str:
+    """The stripped text of a secret file; its content never appears in an error."""
+    try:
+        with open(file, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"{where}: secret file {file} is not a regular file",
+                                  hint="Point ${file:…} at a file that holds the secret.")
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}: cannot read secret file {file}: {exc.strerror}",
+            hint="Check the path and its permissions.",
+        ) from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{where}: secret file {file} is larger than {MAX_SECRET_FILE_BYTES // 1024} KiB",
+                          hint="Point ${file:…} at a file that holds only the secret.")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: secret file {file} is not UTF-8 text", hint="Store the secret as text.") from None
+
+
 def _substitute(value: Any, path: tuple[str, ...], env: Mapping[str, str], base: Path, loc: Located) -> Any:
     if isinstance(value, dict):
         return {k: _substitute(v, (*path, str(k)), env, base, loc) for k, v in value.items()}
     if isinstance(value, list):
         return [_substitute(v, (*path, str(i)), env, base, loc) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
+    if not isinstance(value, str):
+        return value
+    if "${" not in value:
+        secrets.register_inline(value)
         return value
 
     def replace(match: re.Match[str]) -> str:
@@ -386,13 +417,7 @@ def _substitute(value: Any, path: tuple[str, ...], env: Mapping[str, str], base:
         if body.startswith("file:"):
             file = Path(os.path.expanduser(body[5:].strip()))
             file = file if file.is_absolute() else base / file
-            try:
-                resolved = file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"{loc.where(path)}: cannot read secret file {file}: {exc.strerror}",
-                    hint="Check the path and its permissions.",
-                ) from None
+            resolved = _read_secret_file(file, loc.where(path))
         else:
             name, has_default, default = body.partition(":-")
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -412,7 +437,9 @@ def _substitute(value: Any, path: tuple[str, ...], env: Mapping[str, str], base:
         secrets.register(resolved)
         return resolved
 
-    return _SUBSTITUTION.sub(replace, value)
+    resolved_value = _SUBSTITUTION.sub(replace, value)
+    secrets.register_inline(resolved_value)
+    return resolved_value
 
 
 # --- validation errors ------------------------------------------------------------------------------
@@ -505,14 +532,7 @@ def parse_job(text: str, *, source: Path | None = None, env: Mapping[str, str] |
         ConfigError: With the YAML path, line, and what to change.
     """
     name = str(source) if source else "job"
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{name} is not valid YAML{at}: {problem}", hint="Fix the YAML syntax.") from None
+    node, raw = load_document(text, name)
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{name} must be a YAML mapping with version, name, source and target",
@@ -565,8 +585,8 @@ def job_locator(job: JobConfig) -> Located:
         return Located(None, {})
     lines: dict[tuple[str, ...], int] = {}
     try:
-        node = yaml.compose(job.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError):
+        node, _ = load_document(job.path.read_text(encoding="utf-8"), str(job.path))
+    except (OSError, ConfigError):
         return Located(job.path, {})
     if node is not None:
         _index_lines(node, (), lines)

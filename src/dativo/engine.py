@@ -44,6 +44,7 @@ from dativo.registry import (
     resolve,
 )
 from dativo.report import DatasetReport, PluginReport, RunReport
+from dativo.names import check_plugin_name, check_run_id, printable
 from dativo.runs import DatasetRun, SplitRun, call, cause
 from dativo.state import WatermarkTracker
 from dativo.streams import describe
@@ -80,7 +81,7 @@ class Engine:
         work_dir: Path | None = None,
     ) -> None:
         self.job = job
-        self.run_id = run_id or uuid.uuid4().hex
+        self.run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         self.on_rows = on_rows
         self.work_dir = (work_dir or Path.cwd() / ".dativo").resolve()
         self._loc = job_locator(job)
@@ -272,6 +273,9 @@ class Engine:
                 role="reader", stage="discover", plugin=reader.spec.name, job=self.job.name,
                 hint=fallback_hint("reader"),
             )
+        for dataset in datasets:
+            self._call(reader, "discover", lambda name: check_plugin_name(
+                name, "dataset name", role="reader", stage="discover"), dataset.name)
         return list(datasets)
 
     def _write_all(self, reader: _Loaded, writer: _Loaded) -> list[DatasetRun]:
@@ -315,6 +319,8 @@ class Engine:
                 role="reader", stage="plan", plugin=reader.spec.name, job=self.job.name,
                 hint=fallback_hint("reader"),
             )
+        for split in splits:
+            self._check_split(reader, run.dataset, split)
         run.splits = len(splits)
         mode = self.job.target.mode
         run.prepare(writer, mode)
@@ -323,6 +329,17 @@ class Engine:
                  for split in splits]
         LocalExecutor(self.job.source.parallelism).run(tasks, cancel)
         run.prepare(writer, mode, schema=pa.schema([]))  # no batch, no declared schema: the target still learns
+
+    def _check_split(self, reader: _Loaded, dataset: Dataset, split: Split) -> None:
+        """A split names its dataset and has an id that is safe in a path (writers stage files by both)."""
+        if split.dataset != dataset.name:
+            raise PluginFailed(
+                f"plan() of dataset '{dataset.name}' returned a split of dataset {printable(split.dataset)}",
+                role="reader", stage="plan", plugin=reader.spec.name, job=self.job.name,
+                hint="Every split plan(dataset) returns must name that dataset.",
+            )
+        self._call(reader, "plan", lambda name: check_plugin_name(name, "split id", role="reader", stage="plan"),
+                   split.id)
 
     def _commit_all(self, writer: _Loaded, runs: list[DatasetRun], report: RunReport) -> None:
         for run in runs:
