@@ -60,7 +60,7 @@ def throughput(gb: float, batch_rows: int) -> dict[str, float]:
     """GB/s of ``DoGet`` through the engine's proxy and through a bare client."""
     from dativo.api import Context
     from dativo.plugins.process import CommandLauncher, executable  # noqa: F401
-    from dativo.plugins.flight import plugin_class
+    from dativo.plugins.remote import plugin_class
 
     launcher = CommandLauncher(
         _serve_command("bench.flight_boundary:Blocks"), cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, name="blocks"

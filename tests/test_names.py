@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dativo.errors import ConfigError, PluginFailed
-from dativo.names import check_plugin_name, check_run_id, inside, name_problem
+from dativo.names import UnsafeName, check_name, check_plugin_name, check_run_id, inside, join, name_problem
 
 
 @pytest.mark.parametrize("name", ["public.orders", "orders", "Orders_2024-01", "ä漢字", "a..b"])
@@ -43,3 +43,22 @@ def test_inside_does_not_follow_a_final_link(tmp_path: Path) -> None:
     assert not inside(tmp_path / "root", tmp_path / "root" / "link" / "file")  # what it points to does not
     assert not inside(tmp_path / "root", tmp_path / "root" / ".." / "victim")
     assert inside(tmp_path / "root", tmp_path / "root")
+
+
+def test_join_builds_paths_only_from_safe_names(tmp_path: Path) -> None:
+    assert join("bucket/lake", "_dativo", "staging", "r1", what="run id") == "bucket/lake/_dativo/staging/r1"
+    for name in ("..", "../x", "a/b", ".lease", ""):
+        with pytest.raises(UnsafeName, match="run id"):
+            join("bucket/lake", "_dativo", name, what="run id")
+    assert check_name("orders", "dataset name") == "orders"
+
+
+def test_join_refuses_a_local_path_that_a_link_leads_out(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "root" / "_dativo").symlink_to(tmp_path / "victim")
+    root = str(tmp_path / "root")
+    assert join(root, "_dativo", "staging") == f"{root}/_dativo/staging"  # lexically fine …
+    with pytest.raises(UnsafeName, match="leads out of"):
+        join(root, "_dativo", "staging", local=True)  # … but the link leads out
+    assert join(root, "_dativo", local=True) == f"{root}/_dativo"  # the link itself lies inside

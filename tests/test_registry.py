@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from dativo.api import API_VERSION
 from dativo.config import parse_job
 from dativo.errors import ConfigError, PluginIncompatible, PluginNotFound
 from dativo.readers.files import CsvConfig, CsvReader
-from dativo.registry import builtin_for, has_builtin, list_plugins, resolve
+from dativo.registry import builtin_for, has_builtin, list_plugins, locate, resolve
 from dativo.writers.parquet import ParquetWriter
 from tests.fixtures import plugins
 
@@ -181,26 +182,30 @@ def test_list_plugins() -> None:
     assert {("reader", "postgres"), ("reader", "postgres-python"), ("writer", "iceberg")} <= set(rows)
 
 
-# --- plugin processes -----------------------------------------------------------------------------------
+# --- where a plugin lives ----------------------------------------------------------------------------
 
 
-def test_a_plugin_process_declares_its_api_range_language_and_version(tmp_path: Path) -> None:
+def test_locate_finds_without_importing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "located_plugin").mkdir()
+    (tmp_path / "located_plugin" / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    location = locate("reader", "located_plugin.readers:Orders")
+    assert (location.origin, location.module, location.target) == (
+        "dotted path", "located_plugin.readers", "located_plugin.readers:Orders"
+    )
+    files, roots = location.files()
+    assert files == [tmp_path / "located_plugin"] and roots == [tmp_path]
+    assert "located_plugin" not in sys.modules
+    assert locate("reader", "csv").origin == "builtin" and locate("reader", "csv").files() == ([], [])
+    assert locate("reader", f"{PLUGINS}.GoodReader").module == PLUGINS
+    with pytest.raises(PluginNotFound, match="no reader named 'jsnol'. Did you mean 'jsonl'?"):
+        locate("reader", "jsnol")
+    with pytest.raises(PluginNotFound, match="cannot find module 'nowhere_at_all'"):
+        locate("reader", "nowhere_at_all:Reader").files()
+
+
+def test_plugin_processes_are_not_resolved_here() -> None:
     from dativo.config import PluginCommand
-    from tests.plugins.fixtures_flight import raw
 
-    from tests.plugins.fixtures_flight import plugin_children
-
-    with pytest.raises(PluginIncompatible) as caught:
-        resolve("reader", PluginCommand(**raw("api-7")))  # type: ignore[arg-type]
-    assert f"supports Dativo API >=7,<8, but this Dativo provides API {API_VERSION}" in str(caught.value)
-    assert plugin_children() == []  # the process that told it is gone
-
-
-def test_a_running_plugin_that_is_not_there() -> None:
-    from dativo.config import FlightEndpoint
-    from dativo.errors import PluginFailed
-
-    with pytest.raises(PluginFailed) as caught:
-        resolve("reader", FlightEndpoint(flight="grpc://127.0.0.1:1"))
-    assert "is the plugin at grpc://127.0.0.1:1 still running?" in str(caught.value)
-    assert caught.value.plugin == "grpc://127.0.0.1:1"
+    with pytest.raises(TypeError, match="PluginHost"):
+        resolve("reader", PluginCommand(command=["./bin/x"]))  # type: ignore[arg-type]

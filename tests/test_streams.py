@@ -193,3 +193,59 @@ def test_schema_difference(got: pa.Schema, difference: str | None) -> None:
 def test_describe() -> None:
     assert describe(None) == "NoneType"
     assert describe(pa.table({})) == "pyarrow.lib.Table"
+
+
+def test_close_returns_only_once_the_read_ahead_thread_has_left_the_reader() -> None:
+    inside, leave, left = threading.Event(), threading.Event(), []
+
+    def source() -> Iterator[pa.RecordBatch]:
+        yield from batches(1)
+        inside.set()
+        leave.wait(5)  # a slow read, as a database's next batch
+        left.append(True)
+        yield from batches(1)
+
+    guard = GuardedStream("0", "d", SCHEMA, prefetch=1)
+    stream = guard.open(source())
+    stream.read_next_batch()  # the writer took one batch, then failed
+    assert inside.wait(5)
+    threading.Timer(0.2, leave.set).start()
+    assert guard.close(timeout=5)  # only now may the reader be closed
+    assert left == [True]
+
+
+def test_close_says_when_the_thread_is_still_inside() -> None:
+    release = threading.Event()
+
+    def stuck() -> Iterator[pa.RecordBatch]:
+        yield from batches(1)
+        release.wait(10)
+        yield from batches(1)
+
+    guard = GuardedStream("0", "d", SCHEMA, prefetch=1)
+    guard.open(stuck()).read_next_batch()
+    try:
+        assert guard.close(timeout=0.2) is False
+    finally:
+        release.set()
+    assert guard.close(timeout=5)
+
+
+def test_malformed_batches_and_huge_schemas_are_the_readers_fault() -> None:
+    offsets = pa.py_buffer(pa.array([0, 4096, 8], pa.int32()).buffers()[1].to_pybytes())
+    bad = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"abcdefgh")])
+    schema = pa.schema([("s", pa.string())])
+    with pytest.raises(PluginFailed, match="malformed batch") as caught:
+        GuardedStream("0", "d", schema).open([pa.record_batch([bad], schema=schema)]).read_all()
+    assert caught.value.role == "reader"
+    trusted = GuardedStream("0", "d", schema, validate=False)  # the built-ins are not checked twice
+    assert trusted.validate is False
+    wide = pa.schema([(f"c{i}", pa.int8()) for i in range(10_001)])
+    with pytest.raises(PluginFailed, match="10,001 columns"):
+        GuardedStream("0", "d", wide).open(pa.RecordBatchReader.from_batches(wide, []))
+    deep: pa.DataType = pa.int8()
+    for _ in range(70):
+        deep = pa.list_(deep)
+    nested = pa.schema([("n", deep)])
+    with pytest.raises(PluginFailed, match="nested more than 64"):
+        GuardedStream("0", "d", nested).open(pa.RecordBatchReader.from_batches(nested, []))

@@ -2,9 +2,10 @@
 //
 // A plugin implements [Reader] or [Writer] (or both) and calls [Serve] from main. Serve speaks the
 // Dativo out-of-process protocol (docs/plugins/protocol.md, version 1) over Arrow Flight: it listens on
-// the Unix socket the host names in $DATIVO_FLIGHT_SOCKET, prints the handshake line, answers the host's
-// actions (spec, configure, check, discover, plan, prepare, state, commit, abort, close, shutdown),
-// streams a split's record batches for DoGet and hands a DoPut stream to [Writer.Write].
+// the Unix socket the host names in $DATIVO_FLIGHT_SOCKET (the only place the host connects to), prints
+// the handshake line, answers the host's actions (spec, configure, check, discover, plan, prepare,
+// state, commit, abort, close, shutdown), streams a split's record batches for DoGet and hands a DoPut
+// stream to [Writer.Write].
 //
 // Errors returned by a plugin travel to the host as a DATIVO-ERROR line; build them with
 // [ConfigError], [ConnectionFailed], [PluginFailed], [SchemaMismatch], [CommitFailed] or

@@ -20,7 +20,8 @@ import (
 )
 
 // SocketEnv names the environment variable that holds the Unix-socket path the host wants the plugin
-// to listen on.
+// to listen on. A host that starts a plugin connects to that socket and nowhere else: a handshake that
+// names any other location is refused.
 const SocketEnv = "DATIVO_FLIGHT_SOCKET"
 
 // How long a stopping plugin lets running calls finish before it cuts them.
@@ -28,9 +29,9 @@ const stopGrace = 2 * time.Second
 
 // Serve runs plugin as a Dativo out-of-process plugin and exits the process when done.
 //
-// It listens on the Unix socket named by $DATIVO_FLIGHT_SOCKET, or on the address given with
-// --listen (grpc://127.0.0.1:0 or grpc+unix:///path, for manual runs; the default without either),
-// prints the handshake line on stdout, and serves until the host sends shutdown, stdin reaches EOF
+// It listens on the Unix socket named by $DATIVO_FLIGHT_SOCKET when a host started it (a --listen
+// flag is then ignored, with a warning), else on the address given with --listen (grpc://127.0.0.1:0,
+// the default, or grpc+unix:///path, for manual runs), prints the handshake line on stdout, and serves until the host sends shutdown, stdin reaches EOF
 // (when stdin is a pipe or a terminal), the parent process dies, or SIGTERM/SIGINT arrives. Then it
 // calls Close and exits with status 0; a failure to listen exits with status 1. Other command-line
 // arguments are left to the plugin.
@@ -61,16 +62,9 @@ func ListenFlag(args []string) string {
 }
 
 func run(plugin Plugin, args []string, socket string, stdin *os.File, stdout io.Writer) int {
-	address := ListenFlag(args)
-	if address == "" && socket != "" {
-		address = "grpc+unix://" + socket
-	}
-	if address == "" {
-		address = "grpc://127.0.0.1:0"
-	}
-	listener, location, cleanup, err := listen(address)
+	listener, location, cleanup, err := listenOn(plugin.Info().Name, ListenFlag(args), socket)
 	if err != nil {
-		logf("%s: cannot listen on %s: %v", plugin.Info().Name, address, err)
+		logf("%s: %v", plugin.Info().Name, err)
 		return 1
 	}
 	defer cleanup()
@@ -119,6 +113,31 @@ func run(plugin Plugin, args []string, socket string, stdin *os.File, stdout io.
 	return 0
 }
 
+// listenOn opens the plugin's listener and returns the location to announce: the host's socket, which
+// --listen cannot move (the host connects nowhere else), else the --listen address, else any loopback
+// port.
+func listenOn(name, flag, socket string) (net.Listener, string, func(), error) {
+	if socket == "" {
+		if flag == "" {
+			flag = "grpc://127.0.0.1:0"
+		}
+		listener, location, cleanup, err := listen(flag)
+		if err != nil {
+			err = fmt.Errorf("cannot listen on %s: %w", flag, err)
+		}
+		return listener, location, cleanup, err
+	}
+	if flag != "" && flag != "grpc+unix://"+socket {
+		logf("WARNING %s: ignoring --listen %s: the host that started this plugin connects only to $%s",
+			name, flag, SocketEnv)
+	}
+	listener, location, cleanup, err := listenUnix(socket)
+	if err != nil {
+		err = fmt.Errorf("cannot listen on $%s (%s): %w", SocketEnv, socket, err)
+	}
+	return listener, location, cleanup, err
+}
+
 // listen opens the listener for a grpc:// or grpc+unix:// address and returns the location to announce.
 func listen(address string) (net.Listener, string, func(), error) {
 	u, err := url.Parse(address)
@@ -134,14 +153,7 @@ func listen(address string) (net.Listener, string, func(), error) {
 		if path, err = filepath.Abs(path); err != nil {
 			return nil, "", nil, err
 		}
-		if info, err := os.Lstat(path); err == nil && info.Mode()&os.ModeSocket != 0 {
-			_ = os.Remove(path) // a socket left by a killed run
-		}
-		lis, err := net.Listen("unix", path)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		return lis, "grpc+unix://" + path, func() { _ = os.Remove(path) }, nil
+		return listenUnix(path)
 	case "grpc", "grpc+tcp":
 		lis, err := net.Listen("tcp", u.Host)
 		if err != nil {
@@ -150,6 +162,19 @@ func listen(address string) (net.Listener, string, func(), error) {
 		return lis, "grpc://" + lis.Addr().String(), func() {}, nil
 	}
 	return nil, "", nil, fmt.Errorf("unsupported scheme %q (use grpc://HOST:PORT or grpc+unix:///PATH)", u.Scheme)
+}
+
+// listenUnix listens on the Unix socket at path, announced as exactly grpc+unix://path (the host
+// compares the string), and removes it at the end.
+func listenUnix(path string) (net.Listener, string, func(), error) {
+	if info, err := os.Lstat(path); err == nil && info.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(path) // a socket left by a killed run
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return lis, "grpc+unix://" + path, func() { _ = os.Remove(path) }, nil
 }
 
 // stopServer lets running calls finish for a moment, then cuts them.

@@ -170,16 +170,18 @@ func (f *fake) Commit(_ context.Context, c Commit) (CommitInfo, error) {
 
 func (f *fake) Abort(context.Context, []Written) error { return nil }
 
-// harness runs Serve's loop on a Unix socket in a temp dir and connects a Flight client to it.
+// harness runs Serve's loop on a Unix socket in a temp dir, as a host gives it, and connects a Flight
+// client to the location its handshake names.
 type harness struct {
 	t      *testing.T
+	socket string // what $DATIVO_FLIGHT_SOCKET names
 	client flight.Client
 	stdin  *os.File // the host's end of the plugin's stdin
 	exit   chan int
 	hello  map[string]any
 }
 
-func start(t *testing.T, plugin Plugin) *harness {
+func start(t *testing.T, plugin Plugin, args ...string) *harness {
 	t.Helper()
 	socket := filepath.Join(t.TempDir(), "plugin.sock")
 	stdinR, stdinW, err := os.Pipe()
@@ -187,9 +189,9 @@ func start(t *testing.T, plugin Plugin) *harness {
 		t.Fatal(err)
 	}
 	outR, outW := io.Pipe()
-	h := &harness{t: t, stdin: stdinW, exit: make(chan int, 1)}
+	h := &harness{t: t, socket: socket, stdin: stdinW, exit: make(chan int, 1)}
 	go func() {
-		h.exit <- run(plugin, nil, socket, stdinR, outW)
+		h.exit <- run(plugin, args, socket, stdinR, outW)
 		outW.Close()
 	}()
 	line, err := bufio.NewReader(outR).ReadString('\n')
@@ -280,6 +282,22 @@ func TestHandshakeAndSpec(t *testing.T) {
 	}
 	if spec["language"] != "go" || spec["api_version"] != ">=1,<2" || fmt.Sprint(spec["roles"]) != "[reader writer]" {
 		t.Fatalf("spec %v", spec)
+	}
+}
+
+func TestListensOnTheSocketItIsGiven(t *testing.T) {
+	// A host connects only to the socket it named: --listen cannot move the plugin elsewhere.
+	h := start(t, &fake{}, "--listen", "grpc://127.0.0.1:0")
+	if got, want := h.hello["location"], "grpc+unix://"+h.socket; got != want {
+		t.Fatalf("the handshake names %v, want exactly %v", got, want)
+	}
+	info, err := os.Lstat(h.socket)
+	if err != nil || info.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("no socket at %s: %v %v", h.socket, info, err)
+	}
+	var health map[string]bool
+	if e := h.action("health", struct{}{}, &health); e != nil || !health["ok"] {
+		t.Fatalf("health: %v %v", health, e)
 	}
 }
 

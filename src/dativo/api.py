@@ -27,6 +27,7 @@ from dativo.errors import (
     PluginFailed,
     SchemaMismatch,
 )
+from dativo.storage import CommitRecord, DatasetStores, ParquetSink, S3Settings, Store, StoreOptions, open_store
 
 API_VERSION = "1.0.0"
 """Version of this contract. Plugins declare the range they support in ``api_version``."""
@@ -273,20 +274,27 @@ __all__ = [
     "ArrowStreamExportable",
     "CommitFailed",
     "CommitInfo",
+    "CommitRecord",
     "CommitStateUnknown",
     "ConfigError",
     "ConnectionFailed",
     "Context",
     "Dataset",
+    "DatasetStores",
     "DativoError",
     "Mode",
     "NoOptions",
+    "ParquetSink",
     "PluginFailed",
     "Reader",
     "Role",
+    "S3Settings",
     "SchemaMismatch",
     "Split",
     "State",
+    "Store",
+    "StoreOptions",
     "Writer",
     "WrittenFiles",
+    "open_store",
 ]

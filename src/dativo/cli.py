@@ -1,14 +1,16 @@
 """The ``dativo`` command line.
 
-Exit codes: 0 ok, 1 anything else, 2 config error, 3 plugin error, 4 commit failure, 130 interrupted.
+Exit codes: 0 ok, 1 anything else, 2 config error, 3 plugin error, 4 commit failure, 130 interrupted
+(SIGINT, Ctrl-C), 143 terminated (SIGTERM).
 A user's own mistake never shows a traceback (``--debug`` shows one).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -47,6 +49,7 @@ app.add_typer(plugin_app, name="plugin")
 
 out = Console()
 err = Console(stderr=True)
+log = logging.getLogger("dativo")
 T = TypeVar("T")
 
 JobArg = Annotated[Path, typer.Argument(help="The job YAML file.", show_default=False)]
@@ -68,8 +71,9 @@ def _fail(exc: BaseException, *, debug: bool) -> int:
         err.print(f"[bold red]Error:[/] {escape(shown(str(exc)))}", highlight=False, soft_wrap=True)
         code = exc.exit_code
     elif isinstance(exc, KeyboardInterrupt):
-        err.print("[bold red]Interrupted.[/] Nothing was committed by the interrupted step.")
-        code = 130
+        what = "Terminated" if isinstance(exc, Terminated) else "Interrupted"
+        err.print(f"[bold red]{what}.[/] Nothing was committed by the interrupted step.")
+        code = 143 if isinstance(exc, Terminated) else 130
     else:
         err.print(
             f"[bold red]Internal error:[/] {type(exc).__name__}: {escape(shown(str(exc)))}. "
@@ -82,6 +86,49 @@ def _fail(exc: BaseException, *, debug: bool) -> int:
         trace = "".join(traceback.format_exception(exc))
         err.print(escape(shown(trace)), highlight=False, soft_wrap=True, end="")
     return code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run stops and cleans up as on Ctrl-C."""
+
+
+@contextmanager
+def _interruptible(committing: Callable[[], bool]) -> Iterator[None]:
+    """Stop the run on SIGINT (``KeyboardInterrupt``) or SIGTERM (:class:`Terminated`), except mid-commit.
+
+    A signal that arrives while ``committing()`` is true is held until the commit has ended, so that a
+    supervisor's SIGTERM does not turn a commit into one whose outcome is unknown; a second signal of the
+    same kind is not held.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: set[int] = set()
+
+    def stop(signum: int, frame: object) -> None:
+        if committing() and signum not in held:
+            held.add(signum)
+            log.warning("received %s during the commit: stopping once it has ended", signal.Signals(signum).name)
+            return
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:  # the commit ended and the run finished: it is complete, and now it stops
+        log.warning("the run completed before stopping")
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for threads still inside a plugin's call (everything else is already closed)."""
+    log.warning("exiting while a plugin call is still under way; nothing was committed")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _guarded(fn: Callable[[], T], *, debug: bool) -> T:
@@ -165,12 +212,12 @@ def run(
 
     _setup_logging(debug=debug, quiet=quiet or as_json)
     started = time.monotonic()
-    config = None
+    config = engine = None
     run_id = uuid.uuid4().hex if run_id is None else run_id
     try:
         config = load_job(job)
         engine = Engine(config, run_id=run_id)
-        with _progress(not (quiet or as_json)) as on_rows:
+        with _interruptible(lambda: engine.committing), _progress(not (quiet or as_json)) as on_rows:
             engine.on_rows = on_rows
             report = engine.run()
     except (Exception, KeyboardInterrupt) as exc:
@@ -183,11 +230,57 @@ def run(
                 error_type=type(exc).__name__,
             ).finish(time.monotonic() - started)
             out.print_json(failed.to_json())
-        raise typer.Exit(_fail(exc, debug=debug)) from None
+        code = _fail(exc, debug=debug)
+        if engine is not None and engine.abandoned:  # a plugin call that ignores cancellation must not
+            _exit_now(code)                           # keep the process (and its exit) waiting
+        raise typer.Exit(code) from None
     if as_json:
         print(report.to_json())
     elif not quiet:
         out.print(_summary(report))
+
+
+@app.command()
+def maintain(
+    job: JobArg,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; change nothing.")] = False,
+    orphans_older_than: Annotated[str, typer.Option(
+        "--orphans-older-than", help="Delete unreferenced files older than this (at least 1h).")] = "3d",
+    expire_older_than: Annotated[str, typer.Option(
+        "--expire-older-than", help="Expire snapshots older than this ('never' keeps all).")] = "7d",
+    retain_last: Annotated[int, typer.Option("--retain-last", help="Always keep this many newest snapshots.")] = 10,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Expire old snapshots and delete files no commit references (those of killed runs)."""
+    from dativo.engine import Engine
+    from dativo.maintenance import MaintenancePolicy, parse_duration
+
+    _setup_logging(debug=debug, quiet=as_json)
+
+    def work() -> list[Any]:
+        policy = MaintenancePolicy(
+            orphan_age_s=parse_duration(orphans_older_than, "--orphans-older-than"),
+            snapshot_age_s=None if expire_older_than == "never"
+            else parse_duration(expire_older_than, "--expire-older-than"),
+            retain_last=retain_last,
+        )
+        return Engine(load_job(job)).maintain(policy, dry_run=dry_run)
+
+    results = _guarded(work, debug=debug)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    table = Table("target", "snapshots expired", "kept for the job", "orphan files", "orphan MB",
+                  title=f"dativo maintain · {job}" + (" (dry run)" if dry_run else ""))
+    for r in results:
+        table.add_row(escape(shown(r.target)), str(len(r.expired_snapshots)), str(len(r.kept_snapshots)),
+                      str(len(r.orphan_files)), f"{r.orphan_bytes / 2**20:,.1f}")
+    out.print(table)
+    for r in results:
+        for path in r.orphan_files[:20]:
+            out.print(f"[dim]{verb}[/] {escape(shown(path))}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -241,9 +334,11 @@ def discover(job: JobArg, as_json: JsonOpt = False, debug: DebugOpt = False) -> 
 @plugins_app.command("list")
 def plugins_list(as_json: JsonOpt = False) -> None:
     """Built-in and installed readers and writers, with versions and API ranges."""
+    from dativo.plugins.host import PluginHost
     from dativo.registry import list_plugins
 
-    rows = list_plugins()
+    with PluginHost() as host:  # an executable's entry point is asked for its spec, then stopped
+        rows = list_plugins(host.describe)
     if as_json:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
         return
@@ -268,11 +363,12 @@ def plugins_info(
     debug: DebugOpt = False,
 ) -> None:
     """One implementation: where it comes from, its versions, and the JSON Schema of its options."""
-    from dativo.registry import resolve
+    from dativo.plugins.host import PluginHost
 
     if kind not in ("reader", "writer"):
         raise typer.Exit(_fail(DativoError(f"--kind must be reader or writer, not {kind!r}"), debug=debug))
-    spec = _guarded(lambda: resolve(kind, name), debug=debug)  # type: ignore[arg-type]
+    with PluginHost() as host:  # a plugin process started to tell its spec is stopped again
+        spec = _guarded(lambda: host.resolve(kind, name), debug=debug)  # type: ignore[arg-type]
     print(json.dumps({
         "kind": spec.role,
         "name": spec.name,
@@ -293,7 +389,8 @@ def plugin_serve(
     )],
     listen: Annotated[str | None, typer.Option(
         "--listen", help="Flight location to listen on, e.g. grpc://127.0.0.1:0 or grpc+unix:///path "
-        "(default: grpc+unix://$DATIVO_FLIGHT_SOCKET, else grpc://127.0.0.1:0).",
+        "(default grpc://127.0.0.1:0). When a host started it, it listens on the host's socket, "
+        "$DATIVO_FLIGHT_SOCKET, whatever this says.",
     )] = None,
     role: Annotated[str | None, typer.Option("--role", help="Serve one role only: reader or writer.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="The plugin's name in its handshake.")] = None,

@@ -53,8 +53,9 @@ class SandboxConfig(_Strict):
     network: bool | list[Annotated[str, Field(min_length=1)]] = Field(
         False,
         description="false: no network at all (a private loopback only); true: the host's network; a list of "
-        "`unix:/path` entries: still no network, but these Unix sockets (or socket folders, e.g. PostgreSQL's) "
-        "are reachable. TCP allow-lists (host:port) are not supported: use true.",
+        "`unix:/path/to/socket` entries: still no network, but these Unix socket files (e.g. PostgreSQL's "
+        "/run/postgresql/.s.PGSQL.5432) are reachable, each bound alone. TCP allow-lists (host:port) are not "
+        "supported: use true.",
     )
     memory_mb: int | None = Field(
         4096, ge=64, description="Address-space limit (RLIMIT_AS) and, where cgroups allow, memory limit, in MiB."
@@ -89,15 +90,48 @@ class SandboxConfig(_Strict):
 
     @field_validator("network")
     @classmethod
-    def _unix_only(cls, network: bool | list[str]) -> bool | list[str]:
+    def _unix_only(cls, network: bool | list[str], info: ValidationInfo) -> bool | list[str]:
         if isinstance(network, list):
+            base = (info.context or {}).get("base")
             for entry in network:
-                if not _UNIX_GRANT.match(entry):
+                match = _UNIX_GRANT.match(entry)
+                if not match:
                     raise ValueError(
                         f"'{entry}' is not a unix:/path entry; the sandbox cannot filter TCP by host and port "
-                        "(use network: true for the host's network, or bind a Unix socket: unix:/run/postgresql)"
+                        "(use network: true for the host's network, or bind a Unix socket: "
+                        "unix:/run/postgresql/.s.PGSQL.5432)"
                     )
+                if info.data.get("enabled"):
+                    path = Path(os.path.expanduser(match.group("path")))
+                    cls.unix_socket(path if path.is_absolute() or base is None else Path(base) / path)
         return network
+
+    @staticmethod
+    def unix_socket(path: Path) -> Path:
+        """The socket file a ``unix:`` grant names, resolved: what the sandbox binds (read-write, that file only).
+
+        The ``network`` validator applies this rule when the job is loaded; the sandbox again right before
+        it binds the socket.
+
+        Raises:
+            ValueError: ``path`` is missing, a symbolic link, or not a socket (a folder would bind every file
+                in it, ``unix:/`` the host's whole file system).
+        """
+        try:
+            found = os.lstat(path)
+            real = Path(os.path.realpath(path))
+            target = os.lstat(real)
+        except OSError as exc:
+            raise ValueError(f"unix:{path} cannot be granted: {exc.strerror or exc}") from None
+        if stat.S_ISLNK(found.st_mode):
+            raise ValueError(f"unix:{path} is a symbolic link; grant the socket it points to, by its own path")
+        if not stat.S_ISSOCK(found.st_mode) or not stat.S_ISSOCK(target.st_mode):
+            kind = "a folder" if stat.S_ISDIR(found.st_mode) else "not a socket"
+            raise ValueError(
+                f"unix:{path} is {kind}; a unix: grant names one socket file (e.g. "
+                "unix:/run/postgresql/.s.PGSQL.5432), which is bound into the sandbox and nothing else"
+            )
+        return real
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> SandboxConfig:
@@ -122,7 +156,7 @@ class SandboxConfig(_Strict):
         return (self._base if self._base is not None else Path.cwd()) / file
 
     def sockets(self) -> list[Path]:
-        """The Unix sockets (or socket folders) the ``network`` list grants."""
+        """The Unix socket files the ``network`` list grants."""
         if not isinstance(self.network, list):
             return []
         return [self.path(m.group("path")) for m in map(_UNIX_GRANT.match, self.network) if m]

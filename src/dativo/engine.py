@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from dativo.api import CommitInfo, Context, Dataset, Split, WrittenFiles
+from dativo.api import CommitInfo, Context, Dataset, Role, Split, WrittenFiles
 from dativo.config import ImplementationConfig, JobConfig, job_locator
 from dativo.errors import (
     ConfigError,
@@ -34,16 +34,10 @@ from dativo.errors import (
     translate,
 )
 from dativo.executors.local import LocalExecutor
-from dativo.registry import (
-    BUILTIN_READERS,
-    BUILTIN_WRITERS,
-    PluginSpec,
-    Role,
-    builtin_for,
-    has_builtin,
-    resolve,
-)
+from dativo.plugins.host import PluginHost
+from dativo.registry import BUILTIN_READERS, BUILTIN_WRITERS, PluginSpec, builtin_for, has_builtin
 from dativo.report import DatasetReport, PluginReport, RunReport
+from dativo.maintenance import Maintainable, MaintenancePolicy, MaintenanceResult
 from dativo.names import check_plugin_name, check_run_id, printable
 from dativo.runs import DatasetRun, SplitRun, call, cause
 from dativo.state import WatermarkTracker
@@ -85,6 +79,29 @@ class Engine:
         self.on_rows = on_rows
         self.work_dir = (work_dir or Path.cwd() / ".dativo").resolve()
         self._loc = job_locator(job)
+        self.committing = False
+        """True while the run's commits are under way (an interrupt then waits for them)."""
+        self.abandoned = 0
+        """Splits an interrupt left running: their plugins are not closed under them."""
+        self._host: PluginHost | None = None
+
+    # --- the plugin host ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _hosting(self) -> Iterator[PluginHost]:
+        """Open this run's plugin host; closing it stops every plugin process the run left running."""
+        with PluginHost(job=self.job.name) as host:
+            self._host = host
+            try:
+                yield host
+            finally:
+                self._host = None
+
+    def _plugin_host(self) -> PluginHost:
+        """The host of the run in progress (``run``, ``check`` and ``discover`` open one)."""
+        if self._host is None:
+            raise RuntimeError("an Engine loads plugins only within run(), check() or discover()")
+        return self._host
 
     # --- loading --------------------------------------------------------------------------------------
 
@@ -96,6 +113,7 @@ class Engine:
     def _candidates(self, role: Role) -> list[Callable[[], PluginSpec]]:
         """The implementations to try for one side, in order (custom first, then the built-in)."""
         section, conf, impl = self._section(role)
+        host = self._plugin_host()
 
         def default() -> PluginSpec:
             spec = builtin_for(role, conf.type)
@@ -112,10 +130,10 @@ class Engine:
 
         if impl.type == "default":
             if impl.sandbox.enabled:  # the built-in itself, confined (e.g. a parser facing hostile files)
-                return [lambda: resolve(role, conf.type, impl.sandbox)]
+                return [lambda: host.resolve(role, conf.type, impl.sandbox)]
             return [default]
         # sandboxed: resolved to a proxy of a process in the sandbox, never imported here
-        custom = lambda: resolve(role, impl.implementation or "", impl.sandbox)  # noqa: E731
+        custom = lambda: host.resolve(role, impl.implementation or "", impl.sandbox)  # noqa: E731
         fallback = impl.fallback == "default" and has_builtin(role, conf.type)
         return [custom, default] if fallback else [custom]
 
@@ -136,7 +154,7 @@ class Engine:
                 cursor=self.job.source.incremental.cursor if self.job.source.incremental else None,
                 work_dir=str(self.work_dir),
             )
-            instance = spec.cls(config, ctx)
+            instance = self._plugin_host().instantiate(spec, config, ctx)
         except DativoError as exc:
             error = exc
             if isinstance(exc, PluginNotFound | PluginIncompatible):  # point at the YAML line that named it
@@ -167,7 +185,7 @@ class Engine:
         try:
             yield
         except DativoError as exc:
-            raise exc.with_context(job=self.job.name)
+            raise exc.with_context(job=self.job.name) from exc.__cause__
 
     @contextmanager
     def _plugins(self, reader_load: Callable[[], PluginSpec], writer_load: Callable[[], PluginSpec],
@@ -181,8 +199,12 @@ class Engine:
         try:
             yield reader, writer
         finally:
-            _close(reader)
-            _close(writer)
+            if self.abandoned:  # a split's thread may still be inside them: closing could crash the process
+                log.debug("not closing %s and %s: %d split(s) still inside", reader.spec.name,
+                          writer.spec.name, self.abandoned)
+            else:
+                _close(reader)
+                _close(writer)
 
     def run(self) -> RunReport:
         """Run the job to its commit.
@@ -193,7 +215,7 @@ class Engine:
         Raises:
             DativoError: On any failure; nothing was published unless the error is a commit error.
         """
-        with self._job_context():
+        with self._job_context(), self._hosting():
             return self._run()
 
     def _run(self) -> RunReport:
@@ -229,11 +251,8 @@ class Engine:
     def _may_fall_back(self, role: Role) -> bool:
         """Whether the custom plugin lets the built-in replace it (an encrypting writer must not)."""
         _, _, impl = self._section(role)
-        try:
-            spec = resolve(role, impl.implementation or "", impl.sandbox)  # cached: starts nothing new
-        except DativoError:  # it never loaded: nothing of it can object
-            return True
-        if getattr(spec.cls, "allow_fallback", True):
+        spec = self._plugin_host().resolved(role, impl.implementation or "", impl.sandbox)
+        if spec is None or getattr(spec.cls, "allow_fallback", True):  # one that never loaded cannot object
             return True
         log.error("%s %s forbids falling back to the built-in %s", role, spec.name, role)
         return False
@@ -247,16 +266,35 @@ class Engine:
         Raises:
             DativoError: The first problem found.
         """
-        with self._job_context(), self._first_plugins() as (reader, writer):
+        with self._job_context(), self._hosting(), self._first_plugins() as (reader, writer):
             self._call(reader, "check", reader.instance.check)
             self._call(writer, "check", writer.instance.check)
             return [("source", reader.spec.name, "ok"), ("target", writer.spec.name, "ok")]
 
     def discover(self) -> list[Dataset]:
         """Load the reader and list its datasets."""
-        with self._job_context(), self._first_plugins() as (reader, _):
+        with self._job_context(), self._hosting(), self._first_plugins() as (reader, _):
             self._call(reader, "check", reader.instance.check)
             return self._discover(reader)
+
+    def maintain(self, policy: MaintenancePolicy, *, dry_run: bool = False) -> list[MaintenanceResult]:
+        """Tidy the target of every dataset the source offers (``dativo maintain``).
+
+        Raises:
+            ConfigError: The job's writer cannot be maintained.
+        """
+        with self._job_context(), self._hosting(), self._first_plugins() as (reader, writer):
+            if not isinstance(writer.instance, Maintainable):
+                raise ConfigError(
+                    f"the {writer.spec.name} writer has nothing to maintain",
+                    plugin=writer.spec.name,
+                    hint="Maintenance applies to targets that keep snapshots, such as Iceberg tables.",
+                )
+            self._call(reader, "check", reader.instance.check)
+            self._call(writer, "check", writer.instance.check)
+            maintain = writer.instance.maintain
+            return [self._call(writer, "maintain", lambda d: maintain(d, policy, dry_run=dry_run), dataset)
+                    for dataset in self._discover(reader)]
 
     def _first_plugins(self) -> Any:
         """The implementations the job names, without fallback (for check and discover)."""
@@ -266,17 +304,11 @@ class Engine:
     # --- the two phases -------------------------------------------------------------------------------
 
     def _discover(self, reader: _Loaded) -> list[Dataset]:
-        datasets = self._call(reader, "discover", reader.instance.discover)
-        if not isinstance(datasets, list | tuple) or not all(isinstance(d, Dataset) for d in datasets):
-            raise PluginFailed(
-                f"discover() returned {describe(datasets)}; it must return a list of dativo.api.Dataset",
-                role="reader", stage="discover", plugin=reader.spec.name, job=self.job.name,
-                hint=fallback_hint("reader"),
-            )
+        datasets = self._list_of(reader, "discover", Dataset, self._call(reader, "discover", reader.instance.discover))
         for dataset in datasets:
             self._call(reader, "discover", lambda name: check_plugin_name(
                 name, "dataset name", role="reader", stage="discover"), dataset.name)
-        return list(datasets)
+        return datasets
 
     def _write_all(self, reader: _Loaded, writer: _Loaded) -> list[DatasetRun]:
         self._call(writer, "check", writer.instance.check)
@@ -312,13 +344,8 @@ class Engine:
         return DatasetRun(dataset, dataset.schema, state, WatermarkTracker(cursor, tuple(dataset.primary_key)))
 
     def _write_dataset(self, reader: _Loaded, writer: _Loaded, run: DatasetRun) -> None:
-        splits = self._call(reader, "plan", reader.instance.plan, run.dataset, run.previous_state)
-        if not isinstance(splits, list | tuple) or not all(isinstance(s, Split) for s in splits):
-            raise PluginFailed(
-                f"plan() returned {describe(splits)}; it must return a list of dativo.api.Split",
-                role="reader", stage="plan", plugin=reader.spec.name, job=self.job.name,
-                hint=fallback_hint("reader"),
-            )
+        planned = self._call(reader, "plan", reader.instance.plan, run.dataset, run.previous_state)
+        splits = self._list_of(reader, "plan", Split, planned)
         for split in splits:
             self._check_split(reader, run.dataset, split)
         run.splits = len(splits)
@@ -327,8 +354,22 @@ class Engine:
         cancel = threading.Event()
         tasks = [SplitRun(run, split, reader, writer, mode=mode, cancel=cancel, on_rows=self.on_rows)
                  for split in splits]
-        LocalExecutor(self.job.source.parallelism).run(tasks, cancel)
+        executor = LocalExecutor(self.job.source.parallelism)
+        try:
+            executor.run(tasks, cancel)
+        finally:
+            self.abandoned += executor.abandoned + run.stuck_streams
         run.prepare(writer, mode, schema=pa.schema([]))  # no batch, no declared schema: the target still learns
+
+    def _list_of(self, reader: _Loaded, stage: str, kind: type[T], value: Any) -> list[T]:
+        """``value`` if it is a list of ``kind`` (what ``discover`` and ``plan`` must return)."""
+        if not isinstance(value, list | tuple) or not all(isinstance(item, kind) for item in value):
+            raise PluginFailed(
+                f"{stage}() returned {describe(value)}; it must return a list of dativo.api.{kind.__name__}",
+                role="reader", stage=stage, plugin=reader.spec.name, job=self.job.name,
+                hint=fallback_hint("reader"),
+            )
+        return list(value)
 
     def _check_split(self, reader: _Loaded, dataset: Dataset, split: Split) -> None:
         """A split names its dataset and has an id that is safe in a path (writers stage files by both)."""
@@ -342,6 +383,13 @@ class Engine:
                    split.id)
 
     def _commit_all(self, writer: _Loaded, runs: list[DatasetRun], report: RunReport) -> None:
+        self.committing = True  # the CLI holds SIGINT/SIGTERM until the commits have ended
+        try:
+            self._commit_each(writer, runs, report)
+        finally:
+            self.committing = False
+
+    def _commit_each(self, writer: _Loaded, runs: list[DatasetRun], report: RunReport) -> None:
         for run in runs:
             try:
                 info = writer.instance.commit(run.dataset, run.written, run.new_state(), self.run_id)
@@ -355,7 +403,7 @@ class Engine:
                 info = CommitInfo(commit_id=None)
             if info.no_op:  # this run's files duplicate what the earlier commit published
                 self._discard(writer, run.written)
-            rows = sum(w.rows for w in run.written)
+            rows = self._rows_written(writer, run)
             report.datasets.append(
                 DatasetReport(
                     name=run.dataset.name,
@@ -372,6 +420,16 @@ class Engine:
             report.rows_written += 0 if info.no_op else rows
             report.bytes_written += 0 if info.no_op else sum(w.bytes for w in run.written)
             report.commit_id = info.commit_id or report.commit_id
+
+    @staticmethod
+    def _rows_written(writer: _Loaded, run: DatasetRun) -> int:
+        """The rows the writer was given: its own count is a claim, shown only when it disagrees."""
+        claimed = sum(w.rows for w in run.written)
+        if claimed != run.rows_read:
+            log.warning("%s says it wrote %s rows of dataset '%s', but it was given %s; the report counts %s",
+                        writer.spec.name, f"{claimed:,}", run.dataset.name, f"{run.rows_read:,}",
+                        f"{run.rows_read:,}")
+        return run.rows_read
 
     @staticmethod
     def _discard(writer: _Loaded, written: list[WrittenFiles]) -> None:

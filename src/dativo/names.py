@@ -3,6 +3,8 @@
 Dataset and split names come from readers, run ids from the command line, file names from writers; the
 host builds folders and deletes files from them. A name is accepted only if it cannot leave the folder it
 is joined to, whatever the platform: no separators, no ``.``/``..``, no control characters, bounded length.
+:func:`join` is the one way the host builds a path from such names: it checks each of them, and for a local
+folder also that no link on the way leads out of the root.
 """
 
 from __future__ import annotations
@@ -17,6 +19,20 @@ MAX_NAME_LENGTH = 255
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 """What a run id may be: it names staging folders and is stored in commits, so it is plain ASCII."""
 _FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+class UnsafeName(ValueError):
+    """A name that could lead out of the folder it is joined to (see :func:`join`).
+
+    Attributes:
+        value: The name that was refused.
+        problem: Why (as :func:`name_problem` says it).
+    """
+
+    def __init__(self, message: str, value: object, problem: str) -> None:
+        super().__init__(message)
+        self.value = value
+        self.problem = problem
 
 
 def name_problem(value: object) -> str | None:
@@ -69,6 +85,43 @@ def check_run_id(value: str) -> str:
             hint="Use 1 to 128 letters, digits, '_' and '-', starting with a letter or digit.",
         )
     return value
+
+
+def check_name(value: object, what: str = "name") -> str:
+    """``value`` if it is a safe name (see :func:`name_problem`).
+
+    Args:
+        value: The name.
+        what: What it names, for the message (``run id``, ``file name``, ``dataset name`` …).
+
+    Raises:
+        UnsafeName: Naming the value (escaped) and why it was refused.
+    """
+    problem = name_problem(value)
+    if problem is not None:
+        raise UnsafeName(f"the {what} {printable(value)} is refused because {problem}", value, problem)
+    return str(value)
+
+
+def join(root: str, *names: object, what: str = "name", local: bool = False) -> str:
+    """``root/name/…``: the one way a path is built from names that come from plugins, records or users.
+
+    Args:
+        root: The folder the result must stay in (``/``-separated; an S3 ``bucket/prefix`` or a local path).
+        names: Path components, each checked by :func:`check_name`.
+        what: What the last name is, for the message.
+        local: ``root`` is a local folder: the result must also lie inside it once the links on the way are
+            resolved (:func:`inside`), so a link planted in the folder cannot redirect the path.
+
+    Raises:
+        UnsafeName: A name could leave ``root``, or (local) a link on the way leads out of it.
+    """
+    last = len(names) - 1
+    checked = [check_name(name, what if n == last else "folder name") for n, name in enumerate(names)]
+    path = "/".join([root.rstrip("/"), *checked]) if checked else root
+    if local and checked and not inside(root, path):
+        raise UnsafeName(f"{path} leads out of {root} through a symbolic link", path, "a link leads out")
+    return path
 
 
 def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:

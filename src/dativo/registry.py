@@ -6,42 +6,41 @@
 2. a built-in name (``csv``, ``postgres``, ``iceberg`` …), imported lazily;
 3. an entry point in ``dativo.readers`` / ``dativo.writers`` (installed plugins);
 4. ``package.module.Class`` — a dotted path without a colon;
-5. ``{lib: path}`` — a native C/C++ library (:mod:`dativo.plugins.native`);
-6. ``{command: [...]}`` or ``{flight: url}`` — a plugin process, over Arrow Flight (:mod:`.plugins.process`).
+5. ``{lib: path}`` — a native C/C++ library (:mod:`dativo.plugins.native`).
 
-With ``sandbox.enabled`` nothing of the plugin is imported here: every form is sent to
-:mod:`dativo.plugins.sandbox`, which serves it out of process inside bubblewrap (or refuses it).
+:func:`locate` is that order for names (1–4): it says where an implementation lives without importing it, so
+the sandbox can bind a plugin's files without running its code; :func:`resolve` imports what it found.
 
 A class is checked before any data moves: is it a Reader/Writer, is it complete, does it support this
 :data:`dativo.api.API_VERSION`, is its ``Config`` a pydantic model, and do the job's options validate.
+
+Plugins that run out of process (``{command: [...]}``, ``{flight: url}``, anything sandboxed, and an entry
+point that names an executable) have a lifecycle — a process, a connection, a spec learnt over Flight — so a
+run resolves them through :class:`dativo.plugins.host.PluginHost`, which uses this module for the rest.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 from pydantic import BaseModel, ValidationError
 
-from dativo.api import API_VERSION, Reader, Writer
-from dativo.config import (
-    FlightEndpoint,
-    Located,
-    NativeLibrary,
-    PluginCommand,
-    SandboxConfig,
-    describe_validation_error,
-)
-from dativo.errors import ConfigError, PluginFailed, PluginIncompatible, PluginNotFound
-
-Role = Literal["reader", "writer"]
+from dativo import __version__
+from dativo.api import API_VERSION, Reader, Role, Writer
+from dativo.config import Located, NativeLibrary, describe_validation_error
+from dativo.errors import ConfigError, PluginFailed, PluginIncompatible, PluginNotFound, side
+from dativo.plugins.native import library
 
 # name -> (dotted path, pip extra that provides its dependencies)
 BUILTIN_READERS: dict[str, tuple[str, str | None]] = {
@@ -103,6 +102,17 @@ class PluginSpec:
                 return name
         return None
 
+    def with_class(self, cls: Any) -> PluginSpec:
+        """This plugin with the class that describes it better (a remote plugin's, once it told its spec).
+
+        ``cls`` is validated like any class; an entry point keeps its distribution's version.
+
+        Raises:
+            PluginIncompatible: ``cls`` does not fit (e.g. the plugin supports another API range).
+        """
+        version = self.version if self.origin == "entry point" else None
+        return validated(self.role, self.name, cls, self.origin, version)
+
     @property
     def language(self) -> str:
         """The implementation language the class declares."""
@@ -131,7 +141,7 @@ class PluginSpec:
             ConfigError: Naming the YAML path of each bad key.
         """
         model: type[BaseModel] = self.cls.Config
-        block = "reader" if self.role == "reader" else "writer"
+        block = self.role
         connector = self.connector is not None
         data = {**settings, **options} if connector else dict(options)
         try:
@@ -190,6 +200,85 @@ def _entry_points(role: Role) -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUPS[role])}
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where an implementation named by a string lives, found without importing anything of it.
+
+    Attributes:
+        role: ``reader`` or ``writer``.
+        name: How the job names it.
+        origin: ``builtin``, ``entry point`` or ``dotted path``.
+        target: What to import: ``module:attr`` (a built-in, an entry point, a path with a colon) or
+            ``module.attr`` (a dotted path without one).
+        module: The module that holds it.
+        entry_point: The entry point, for that origin.
+    """
+
+    role: Role
+    name: str
+    origin: str
+    target: str
+    module: str
+    entry_point: metadata.EntryPoint | None = None
+
+    def files(self) -> tuple[list[Path], list[Path]]:
+        """The files of the plugin's top-level package, and the ``sys.path`` folders it is found in.
+
+        ``importlib.util.find_spec`` on the *top-level* name runs only the import system's finders, never the
+        package's code. A built-in has none of its own (it is part of dativo).
+
+        Raises:
+            PluginNotFound: The package cannot be found.
+        """
+        if self.origin == "builtin":
+            return [], []
+        top = self.module.split(".")[0]
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            raise PluginNotFound(
+                f"cannot find module '{top}'",
+                plugin=self.name,
+                hint="Install the package that provides it, or fix the dotted path.",
+            )
+        files: list[Path] = []
+        if spec.submodule_search_locations:
+            files = [Path(p) for p in spec.submodule_search_locations]
+        elif spec.origin and spec.origin not in ("built-in", "frozen"):
+            files = [Path(spec.origin)]
+        return files, [Path(r) for r in sorted({str(f.parent) for f in files})]
+
+
+def locate(role: Role, name: str) -> Location:
+    """Find the implementation a job names, in the lookup order above, without importing it.
+
+    Raises:
+        PluginNotFound: Nothing matches; the message lists what is available.
+    """
+    name = name.strip()
+    if ":" in name:
+        return Location(role, name, "dotted path", name, name.partition(":")[0])
+    if name in _BUILTINS[role]:
+        dotted = _BUILTINS[role][name][0]
+        return Location(role, name, "builtin", dotted, dotted.partition(":")[0])
+    entry_points = _entry_points(role)  # metadata only: nothing is loaded
+    if name in entry_points:
+        ep = entry_points[name]
+        return Location(role, name, "entry point", ep.value, ep.value.partition(":")[0].strip(), ep)
+    if "." in name:
+        return Location(role, name, "dotted path", name, name.rpartition(".")[0])
+    known = sorted({*_BUILTINS[role], *entry_points})
+    guess = difflib.get_close_matches(name, known, n=1)
+    hint = f"Did you mean '{guess[0]}'? " if guess else ""
+    raise PluginNotFound(
+        f"no {role} named '{name}'",
+        plugin=name,
+        hint=f"{hint}Available: {', '.join(known)}; or name a class as package.module:Class.",
+    )
+
+
 def _validate(role: Role, name: str, cls: Any) -> None:
     base = _BASES[role]
     if not (inspect.isclass(cls) and issubclass(cls, base)):
@@ -198,8 +287,6 @@ def _validate(role: Role, name: str, cls: Any) -> None:
             f"'{name}' is a {what}, not a dativo.api.{base.__name__}",
             hint=f"Subclass dativo.api.{base.__name__} and implement its abstract methods.",
         )
-    if _remote(cls):
-        cls.describe()  # starts (or reaches) the plugin once to learn its API range, language and version
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise PluginIncompatible(
@@ -227,18 +314,18 @@ def _validate(role: Role, name: str, cls: Any) -> None:
         )
 
 
-def _remote(cls: Any) -> bool:
-    """Whether ``cls`` is an out-of-process plugin's proxy (:mod:`dativo.plugins.flight`)."""
-    remote = sys.modules.get("dativo.plugins.flight")  # imported once any such class exists
-    return remote is not None and inspect.isclass(cls) and issubclass(cls, remote.RemotePlugin)
+def validated(role: Role, name: str, cls: Any, origin: str, version: str | None = None) -> PluginSpec:
+    """The spec of ``cls`` as the ``role`` named ``name``, once it passed every check.
 
+    Args:
+        version: The plugin's version, when it is not the class's (a distribution's, for an entry point).
 
-def _spec(role: Role, name: str, cls: Any, origin: str, version: str | None = None) -> PluginSpec:
+    Raises:
+        PluginIncompatible: ``cls`` is not a usable Reader/Writer (the error names ``name``).
+    """
     try:
         _validate(role, name, cls)
     except PluginIncompatible as exc:
-        if _remote(cls):
-            cls.discard()  # the process started to learn its spec: nothing will use it now
         raise exc.with_context(plugin=name) from None
     return PluginSpec(role, name, cls, origin, version or str(getattr(cls, "version", "0.0.0")))
 
@@ -257,9 +344,7 @@ def _load_builtin(role: Role, name: str) -> PluginSpec:
                 hint=f"pip install 'dativo[{extra}]'.",
             ) from exc
         raise
-    from dativo import __version__
-
-    return _spec(role, name, cls, "builtin", __version__)
+    return validated(role, name, cls, "builtin", __version__)
 
 
 def _load_entry_point(role: Role, ep: metadata.EntryPoint) -> PluginSpec:
@@ -271,86 +356,55 @@ def _load_entry_point(role: Role, ep: metadata.EntryPoint) -> PluginSpec:
             plugin=ep.name,
             hint="Reinstall the plugin package, or fix its import error.",
         ) from exc
-    version = ep.dist.version if ep.dist else None
-    return _spec(role, ep.name, cls, "entry point", getattr(cls, "version", None) if version is None else version)
+    return validated(role, ep.name, cls, "entry point", ep.dist.version if ep.dist else None)
 
 
 def _load_native(role: Role, native: NativeLibrary) -> PluginSpec:
-    from dativo.plugins.native import library  # ctypes only when a job names a library
-
     try:
         cls = library(native.path(), role=role, symbol_prefix=native.symbol_prefix, name=native.lib)
     except (PluginNotFound, PluginIncompatible) as exc:
         raise exc.with_context(plugin=native.lib) from exc.__cause__
-    return _spec(role, native.lib, cls, "native")
+    return validated(role, native.lib, cls, "native")
 
 
-def _load_process(role: Role, implementation: PluginCommand | FlightEndpoint) -> PluginSpec:
-    from dativo.plugins.process import from_config  # pyarrow.flight only when a job names a plugin process
+def load(location: Location) -> PluginSpec:
+    """Import and validate what :func:`locate` found.
 
-    origin = "flight" if isinstance(implementation, FlightEndpoint) else "process"
-    return _spec(role, str(implementation), from_config(role, implementation), origin)
+    Raises:
+        PluginNotFound: It cannot be imported (the message says why, with an install hint for a built-in).
+        PluginIncompatible: It is not a usable Reader/Writer.
+    """
+    if location.origin == "builtin":
+        return _load_builtin(location.role, location.name)
+    if location.entry_point is not None:
+        return _load_entry_point(location.role, location.entry_point)
+    try:
+        cls = _import(location.target, sep=":" if ":" in location.target else ".")
+    except PluginNotFound as exc:
+        raise exc.with_context(plugin=location.name) from exc.__cause__
+    return validated(location.role, location.name, cls, location.origin)
 
 
-def _load_sandboxed(
-    role: Role, implementation: str | NativeLibrary | PluginCommand | FlightEndpoint, sandbox: SandboxConfig
-) -> PluginSpec:
-    from dativo.plugins.sandbox import sandboxed_class  # bubblewrap only when a job asks for it
-
-    name = implementation.strip() if isinstance(implementation, str) else str(implementation)
-    cls, origin = sandboxed_class(role, implementation, sandbox)
-    return _spec(role, name, cls, origin)
-
-
-def resolve(
-    role: Role,
-    implementation: str | NativeLibrary | PluginCommand | FlightEndpoint,
-    sandbox: SandboxConfig | None = None,
-) -> PluginSpec:
-    """Find, import and validate the implementation a job names.
+def resolve(role: Role, implementation: str | NativeLibrary) -> PluginSpec:
+    """Find, import and validate an in-process implementation: a name (see :func:`locate`) or a library.
 
     Args:
         role: ``reader`` or ``writer``.
         implementation: What the job names.
-        sandbox: The job's sandbox block; when enabled, the plugin runs (and is validated) inside the
-            sandbox and is never imported into this process.
 
     Raises:
         PluginNotFound: Nothing matches; the message lists what is available.
         PluginIncompatible: Something matches but cannot be used.
-        PluginFailed: A plugin process did not start.
-        SandboxError: The sandbox was asked for but cannot run this plugin.
+        TypeError: ``implementation`` is a plugin process (:class:`dativo.plugins.host.PluginHost` runs it).
     """
-    if sandbox is not None and sandbox.enabled:
-        return _load_sandboxed(role, implementation, sandbox)
     if isinstance(implementation, NativeLibrary):
         return _load_native(role, implementation)
-    if isinstance(implementation, PluginCommand | FlightEndpoint):
-        return _load_process(role, implementation)
-    name = implementation.strip()
-    if ":" in name:
-        try:
-            return _spec(role, name, _import(name, sep=":"), "dotted path")
-        except PluginNotFound as exc:
-            raise exc.with_context(plugin=name) from exc.__cause__
-    if name in _BUILTINS[role]:
-        return _load_builtin(role, name)
-    entry_points = _entry_points(role)
-    if name in entry_points:
-        return _load_entry_point(role, entry_points[name])
-    if "." in name:
-        try:
-            return _spec(role, name, _import(name, sep="."), "dotted path")
-        except PluginNotFound as exc:
-            raise exc.with_context(plugin=name) from exc.__cause__
-    known = sorted({*_BUILTINS[role], *entry_points})
-    guess = difflib.get_close_matches(name, known, n=1)
-    hint = f"Did you mean '{guess[0]}'? " if guess else ""
-    raise PluginNotFound(
-        f"no {role} named '{name}'",
-        plugin=name,
-        hint=f"{hint}Available: {', '.join(known)}; or name a class as package.module:Class.",
-    )
+    if not isinstance(implementation, str):
+        raise TypeError(
+            f"{side(role)}.implementation {implementation} runs out of process: resolve it with "
+            "dativo.plugins.host.PluginHost"
+        )
+    return load(locate(role, implementation))
 
 
 def has_builtin(role: Role, connector_type: str) -> bool:
@@ -379,19 +433,34 @@ class PluginInfo:
     status: str
 
 
-def list_plugins() -> list[PluginInfo]:
-    """Every built-in and installed implementation, with whether it loads."""
+def list_plugins(describe: Callable[[PluginSpec], PluginSpec] | None = None) -> list[PluginInfo]:
+    """Every built-in and installed implementation, with whether it loads.
+
+    Args:
+        describe: Completes a spec that only the plugin can tell (an executable's, asked over Flight:
+            :meth:`dativo.plugins.host.PluginHost.describe`); without it such a plugin is shown as its class
+            declares it.
+    """
     rows: list[PluginInfo] = []
-    for role in ("reader", "writer"):
-        sources = [(name, dotted, lambda r=role, n=name: _load_builtin(r, n)) for name, (dotted, _) in _BUILTINS[role].items()]  # type: ignore[misc]
-        sources += [(ep.name, ep.value, lambda r=role, e=ep: _load_entry_point(r, e)) for ep in _entry_points(role).values()]  # type: ignore[misc]
-        for name, target, load in sources:
+    roles: tuple[Role, Role] = ("reader", "writer")
+    for role in roles:
+        sources: list[tuple[str, str, Callable[[], PluginSpec]]] = [
+            (name, dotted, lambda r=role, n=name: _load_builtin(r, n))  # type: ignore[misc]
+            for name, (dotted, _) in _BUILTINS[role].items()
+        ]
+        sources += [
+            (ep.name, ep.value, lambda r=role, e=ep: _load_entry_point(r, e))  # type: ignore[misc]
+            for ep in _entry_points(role).values()
+        ]
+        for name, target, load_one in sources:
             try:
-                spec = load()
-                rows.append(
-                    PluginInfo(role, name, spec.origin, target, spec.version, spec.language, spec.api_version, "ok")
-                )
+                spec = load_one()
+                if describe is not None:
+                    spec = describe(spec)
+                info = (spec.origin, target, spec.version, spec.language, spec.api_version, "ok")
+                rows.append(PluginInfo(role, name, *info))
             except (PluginNotFound, PluginIncompatible, PluginFailed) as exc:
-                origin = "builtin" if name in _BUILTINS[role] and target == _BUILTINS[role][name][0] else "entry point"
+                builtin = name in _BUILTINS[role] and target == _BUILTINS[role][name][0]
+                origin = "builtin" if builtin else "entry point"
                 rows.append(PluginInfo(role, name, origin, target, "", "", "", f"unavailable: {exc.message}"))
     return rows

@@ -30,6 +30,9 @@ from dativo.streams import Cancelled, GuardedStream, describe
 
 T = TypeVar("T")
 
+STREAM_CLOSE_TIMEOUT_S = 30.0
+"""How long a finished split waits for its read-ahead thread to come back from the reader."""
+
 
 class _Spec(Protocol):
     role: Role
@@ -80,6 +83,8 @@ class DatasetRun:
     written: list[WrittenFiles] = field(default_factory=list)
     rows_read: int = 0
     splits: int = 0
+    stuck_streams: int = 0
+    """Read-ahead threads still inside the reader after its split ended: the reader must not be closed."""
 
     def new_state(self) -> State | None:
         """The state to commit: the new watermark, or the previous one if no new row arrived."""
@@ -150,7 +155,12 @@ class SplitRun:
         if opened is None:  # no declared schema and this split had no batch at all
             return
         guard, stream = opened
-        written = self.write(guard, stream)
+        try:
+            written = self.write(guard, stream)
+        finally:  # the reader may be closed only once no thread of this split is inside its stream
+            if not guard.close(timeout=STREAM_CLOSE_TIMEOUT_S):
+                with self.run.lock:
+                    self.run.stuck_streams += 1
         self.run.add(written, guard.rows, self.tracker)
 
     def open(self, output: Any) -> tuple[GuardedStream, pa.RecordBatchReader] | None:
@@ -160,6 +170,7 @@ class SplitRun:
             guard = GuardedStream(
                 self.split.id, run.dataset.name, run.schema,
                 tracker=self.tracker, cancel=self.cancel, on_rows=self.on_rows,
+                validate=not getattr(self.reader.spec, "builtin", False),  # a plugin's buffers are untrusted
             )
             try:
                 stream = guard.open(output)

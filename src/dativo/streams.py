@@ -22,6 +22,31 @@ from dativo.errors import DativoError, PluginFailed, SchemaMismatch, fallback_hi
 from dativo.state import Watermark, WatermarkTracker
 
 
+MAX_COLUMNS = 10_000
+"""Most top-level columns a reader's schema may have."""
+MAX_NESTING = 64
+"""Deepest nesting of struct, list and map types a reader's schema may have."""
+MAX_BATCH_BYTES = 1 << 30
+"""Largest single batch the host accepts; readers send batches of a few MiB."""
+
+
+def schema_problem(schema: pa.Schema) -> str | None:
+    """Why the host refuses ``schema`` (too many columns, nested too deeply), or ``None``."""
+    if len(schema) > MAX_COLUMNS:
+        return f"it has {len(schema):,} columns (at most {MAX_COLUMNS:,})"
+
+    def depth(kind: pa.DataType, level: int) -> int:
+        if level > MAX_NESTING:
+            return level
+        children = [kind.field(i).type for i in range(kind.num_fields)]
+        return max((depth(child, level + 1) for child in children), default=level)
+
+    deepest = max((depth(f.type, 1) for f in schema), default=0)
+    if deepest > MAX_NESTING:
+        return f"its types are nested more than {MAX_NESTING} levels deep"
+    return None
+
+
 class Cancelled(Exception):
     """Raised inside a split when another split failed and the run is being stopped."""
 
@@ -35,8 +60,9 @@ def describe(obj: object) -> str:
 def schema_difference(expected: pa.Schema, got: pa.Schema) -> str | None:
     """Describe how ``got`` differs from ``expected`` (names, order, types), or ``None`` if it does not."""
     expected_names, got_names = expected.names, got.names
-    missing = [n for n in expected_names if n not in got_names]
-    extra = [n for n in got_names if n not in expected_names]
+    expected_set, got_set = set(expected_names), set(got_names)  # linear: a schema may have many columns
+    missing = [n for n in expected_names if n not in got_set]
+    extra = [n for n in got_names if n not in expected_set]
     if missing or extra:
         parts = []
         if missing:
@@ -96,6 +122,8 @@ class GuardedStream:
         cancel: Set by the engine to stop every split.
         on_rows: Called with each batch's row count (progress).
         prefetch: Batches to read ahead in a background thread (0: none).
+        validate: Check every batch's buffers fully before anything else touches them (``False`` only for
+            the built-in readers): a plugin's offsets or dictionary indices may point anywhere in memory.
     """
 
     def __init__(
@@ -109,6 +137,7 @@ class GuardedStream:
         cancel: threading.Event | None = None,
         on_rows: Callable[[int], None] | None = None,
         prefetch: int = 2,
+        validate: bool = True,
     ) -> None:
         self.split_id = split_id
         self.dataset = dataset
@@ -118,6 +147,8 @@ class GuardedStream:
         self.cancel = cancel or threading.Event()
         self.on_rows = on_rows
         self.prefetch = prefetch
+        self.validate = validate
+        self._prefetch: Prefetch | None = None
         self.rows = 0
         self.error: DativoError | None = None
 
@@ -135,9 +166,34 @@ class GuardedStream:
             self.error.__cause__ = exc
         return self.error
 
+    def _checked(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` if its buffers are what its type says and its size is bounded; else the reader's fault."""
+        if self.validate:
+            try:
+                batch.validate(full=True)
+            except (pa.ArrowInvalid, pa.ArrowException) as exc:
+                raise PluginFailed(
+                    f"dataset '{self.dataset}' split '{self.split_id}': the reader sent a malformed batch "
+                    f"({str(exc).splitlines()[0][:200]})",
+                    role="reader",
+                    stage="read",
+                    hint="The plugin builds Arrow arrays with wrong offsets, lengths or indices: fix it. "
+                    + fallback_hint("reader"),
+                ) from None
+        if batch.nbytes > MAX_BATCH_BYTES:
+            raise PluginFailed(
+                f"dataset '{self.dataset}' split '{self.split_id}': a batch of {batch.nbytes / 2**20:,.0f} MiB "
+                f"is larger than the {MAX_BATCH_BYTES // 2**20} MiB the host accepts",
+                role="reader",
+                stage="read",
+                hint="Send smaller batches (a few MiB each).",
+            )
+        return batch
+
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         assert self.schema is not None
-        difference = schema_difference(self.schema, batch.schema)
+        same = batch.schema.equals(self.schema, check_metadata=False)
+        difference = None if same else schema_difference(self.schema, batch.schema)
         if difference:
             raise SchemaMismatch(
                 f"dataset '{self.dataset}' split '{self.split_id}': {difference}",
@@ -175,6 +231,14 @@ class GuardedStream:
                     source = _chain(first, source)
             if self.schema is None:
                 self.schema = declared
+            problem = schema_problem(self.schema) or (schema_problem(declared) if declared is not None else None)
+            if problem:
+                raise PluginFailed(
+                    f"dataset '{self.dataset}' split '{self.split_id}': the reader's schema is refused: {problem}",
+                    role="reader",
+                    stage="read",
+                    hint="Split the data into datasets of fewer columns, or flatten deeply nested types.",
+                )
             elif declared is not None and len(declared) and schema_difference(self.schema, declared):
                 raise SchemaMismatch(
                     f"dataset '{self.dataset}' split '{self.split_id}': "
@@ -187,15 +251,25 @@ class GuardedStream:
             error = self._fail(exc)
             raise error from error.__cause__
         assert self.schema is not None
-        batches = _prefetched(source, self.prefetch, self.cancel) if self.prefetch else source
-        return pa.RecordBatchReader.from_batches(self.schema, self._guarded(batches))
+        batches: Iterator[pa.RecordBatch] | Prefetch = source
+        if self.prefetch:
+            batches = self._prefetch = Prefetch(source, self.prefetch, self.cancel)
+        return pa.RecordBatchReader.from_batches(self.schema, self._guarded(iter(batches)))
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop reading ahead and wait for the read-ahead thread to leave the reader's stream.
+
+        Returns:
+            Whether no thread of this stream is inside the reader any more.
+        """
+        return self._prefetch.close(timeout=timeout) if self._prefetch is not None else True
 
     def _guarded(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         try:
             for batch in batches:
                 if self.cancel.is_set():
                     raise Cancelled()
-                batch = self._conform(batch)
+                batch = self._conform(self._checked(batch))
                 if self.after is not None and batch.num_rows:
                     batch = batch.filter(after_mask(batch, self.after))
                 if not batch.num_rows:
@@ -221,47 +295,66 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
 _DONE = object()
 
 
-def _prefetched(source: Iterator[pa.RecordBatch], depth: int, cancel: threading.Event) -> Iterator[pa.RecordBatch]:
-    """Read ``source`` in a background thread, at most ``depth`` batches ahead."""
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class Prefetch:
+    """Reads ``source`` in a background thread, at most ``depth`` batches ahead.
 
-    def put(item: Any) -> bool:
-        while not (stop.is_set() or cancel.is_set()):
+    :meth:`close` stops the thread and waits until it has left ``source``: only then may the plugin that
+    produced ``source`` be closed (closing an ADBC stream that another thread is reading crashes the process).
+    """
+
+    def __init__(self, source: Iterator[pa.RecordBatch], depth: int, cancel: threading.Event) -> None:
+        self._source = source
+        self._buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._cancel = cancel
+        self._worker = threading.Thread(target=self._pump, name="dativo-prefetch", daemon=True)
+        self._worker.start()
+
+    def _put(self, item: Any) -> bool:
+        while not (self._stop.is_set() or self._cancel.is_set()):
             try:
-                buffer.put(item, timeout=0.1)
+                self._buffer.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def pump() -> None:
+    def _pump(self) -> None:
         try:
-            for batch in source:
-                if not put(batch):
+            for batch in self._source:
+                if not self._put(batch):
                     return
-            put(_DONE)
+            self._put(_DONE)
         except BaseException as exc:  # handed to the consuming thread, which raises it there
-            put(exc)
+            self._put(exc)
 
-    worker = threading.Thread(target=pump, name="dativo-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            try:
-                item = buffer.get(timeout=0.1)
-            except queue.Empty:
-                if cancel.is_set():
-                    raise Cancelled() from None
-                continue
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join(timeout=5)
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            while True:
+                try:
+                    item = self._buffer.get(timeout=0.1)
+                except queue.Empty:
+                    if self._cancel.is_set():
+                        raise Cancelled() from None
+                    continue
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close(wait=False)
+
+    def close(self, *, wait: bool = True, timeout: float | None = None) -> bool:
+        """Stop reading ahead; with ``wait``, return only once the thread has left the source.
+
+        Returns:
+            Whether the thread has ended (it may still be inside one slow read when ``timeout`` passed).
+        """
+        self._stop.set()
+        if wait and self._worker is not threading.current_thread():
+            self._worker.join(timeout)
+        return not self._worker.is_alive()
 
 
 def after_mask(batch: pa.RecordBatch, mark: Watermark) -> pa.Array:

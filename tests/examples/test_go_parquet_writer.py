@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from dativo.registry import resolve
+from dativo.plugins.host import PluginHost
 from dativo.writers.parquet import MARKER, read_committed
 from tests.conftest import Result
 from tests.fixtures.postgres import PgSchema
@@ -141,7 +141,8 @@ def committed_folders(folder: Path) -> list[str]:
 
 
 def test_the_entry_point_starts_the_go_binary() -> None:
-    spec = resolve("writer", "go_parquet")
+    with PluginHost() as host:  # it asks the binary for its spec, then stops it
+        spec = host.resolve("writer", "go_parquet")
     assert spec.origin == "entry point"
     assert spec.cls.language == "go"
     assert spec.version == "0.1.0"

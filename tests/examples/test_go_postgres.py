@@ -25,6 +25,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from dativo.api import Context, Reader
 from dativo.errors import ConfigError, ConnectionFailed, PluginFailed
 from dativo.readers.postgres import PostgresConfig, PostgresReader
+from dativo.plugins.host import PluginHost
 from dativo.registry import resolve
 from dativo.state import Watermark
 from tests.conftest import Result
@@ -91,7 +92,8 @@ def everything(pg_schema: PgSchema) -> PgSchema:
 
 
 def test_the_entry_point_starts_the_go_binary() -> None:
-    spec = resolve("reader", "go_postgres")
+    with PluginHost() as host:  # it asks the binary for its spec, then stops it
+        spec = host.resolve("reader", "go_postgres")
     assert spec.origin == "entry point"
     assert spec.cls.language == "go"
     assert spec.version == "0.1.0"

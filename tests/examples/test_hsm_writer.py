@@ -145,6 +145,7 @@ def test_postgres_to_s3_is_encrypted_end_to_end(
     objects = bucket_objects(s3_server, s3_bucket)
     files = [key for key in objects if key.endswith(".parquet")]
     assert len(files) >= 2 and all("/_staging/" not in key for key in files)  # 2 splits, then 1
+    assert not [key for key in objects if "/_dativo/staging/" in key]  # every committed run rolled forward
     assert any("/_dativo/log/" in key for key in objects)
     leaks = [key for key, data in objects.items() if marker.encode() in data or b"patient 1" in data]
     assert leaks == [], f"plaintext in {leaks}"
@@ -277,6 +278,7 @@ def test_local_target_rerun_is_a_no_op_and_overwrite_replaces(
     assert again.exit_code == 0, again.output
     assert report["datasets"][0]["no_op"] is True and report["rows_written"] == 0
     assert not any((workdir / "vault" / "_staging").rglob("*.parquet"))  # the rerun's files were aborted
+    assert not any((workdir / "vault" / "_dativo" / "staging").rglob("*.parquet"))  # (the shared layout)
 
     spec["target"]["mode"] = "overwrite"
     spec["source"].pop("incremental")

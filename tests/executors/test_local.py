@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -69,3 +71,30 @@ def test_tasks_not_started_are_never_run_after_a_failure() -> None:
 
 def test_no_tasks_is_fine() -> None:
     LocalExecutor(4).run([], threading.Event())
+
+
+def test_an_interrupt_cancels_at_once_and_does_not_wait_for_a_stuck_task() -> None:
+    cancel = threading.Event()
+    release = threading.Event()
+    polite: list[str] = []
+
+    def stuck() -> None:  # ignores cancel: a plugin blocked in a call
+        release.wait(30)
+
+    def cooperative() -> None:
+        while not cancel.is_set():
+            time.sleep(0.01)
+        polite.append("stopped")
+        raise Cancelled()
+
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()  # as Ctrl-C does
+    executor = LocalExecutor(2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            executor.run([stuck, cooperative], cancel)
+        assert time.monotonic() - started < 5
+        assert cancel.is_set() and polite == ["stopped"]
+        assert executor.abandoned == 1
+    finally:
+        release.set()

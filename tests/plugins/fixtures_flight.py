@@ -243,6 +243,15 @@ def _main(mode: str) -> None:
     elif mode == "unreachable":  # a handshake naming a socket nobody listens on
         print(json.dumps({"dativo_flight": 1, "location": f"grpc+unix://{socket}"}), flush=True)
         time.sleep(30)
+    elif mode == "deaf":  # listens (speaks no Flight) and never reads its stdin: only a signal ends it soon
+        from socket import AF_UNIX
+        from socket import socket as unix_socket
+
+        listener = unix_socket(AF_UNIX)
+        listener.bind(socket)
+        listener.listen()
+        print(json.dumps({"dativo_flight": 1, "location": f"grpc+unix://{socket}"}), flush=True)
+        time.sleep(30)
     else:
         raise SystemExit(f"unknown mode {mode}")
 
@@ -264,7 +273,7 @@ def plugin_children() -> list[object]:
             line = " ".join(child.cmdline())
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
-        if ("plugin" in line and "serve" in line) or "fixtures_flight" in line:
+        if ("plugin" in line and "serve" in line) or "fixtures_flight" in line or "liar.py" in line:
             found.append(child)
     return found
 

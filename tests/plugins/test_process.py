@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,24 +17,32 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pyarrow.flight as fl
 import pytest
 import yaml
 
-from dativo.config import load_job
-from dativo.engine import Engine
-from dativo.errors import DativoError, PluginFailed, PluginIncompatible, PluginNotFound
-from dativo.plugins import process
-from dativo.report import RunReport
+from dativo.errors import PluginIncompatible, PluginNotFound
+from dativo.plugins import process, sandbox
+from dativo.plugins.sockets import SocketFolder
 from tests.conftest import read_parquet_dir
+from tests.plugins import liar as liar_module
 from tests.plugins.fixtures_flight import ROOT, plugin_children, raw, served
+from tests.plugins.sandboxing import fails, run
 
 FIXTURES = "tests.plugins.fixtures_flight"
+LIAR = Path(liar_module.__file__)
 
 
 def job_file(
-    workdir: Path, reader: Any, *, options: dict | None = None, fallback: str = "fail", parallelism: int = 1
+    workdir: Path,
+    reader: Any,
+    *,
+    options: dict | None = None,
+    fallback: str = "fail",
+    parallelism: int = 1,
+    sandbox: dict | None = None,
 ) -> Path:
-    """A job from data/orders.csv into out/items with ``reader`` as the custom reader."""
+    """A job from data/orders.csv into out/items with ``reader`` as the custom reader (in ``sandbox``)."""
     source = {
         "type": "csv",
         "path": "data/orders.csv",
@@ -42,6 +52,7 @@ def job_file(
             "implementation": reader,
             "fallback": fallback,
             "options": options or {},
+            **({"sandbox": sandbox} if sandbox is not None else {}),
         },
     }
     path = workdir / "job.yaml"
@@ -58,30 +69,22 @@ def job_file(
     return path
 
 
-def run(path: Path) -> RunReport:
-    return Engine(load_job(path)).run()
-
-
-def fails(path: Path, error: type[DativoError] = PluginFailed) -> DativoError:
-    with pytest.raises(error) as caught:
-        run(path)
-    return caught.value
 
 
 @pytest.fixture(autouse=True)
 def _healthy_host(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """After each test: no plugin process, no socket directory, no stream thread left; the host still works."""
-    made: list[Path] = []  # this process's socket folders (other processes on the machine make theirs too)
+    made: list[SocketFolder] = []  # this process's socket folders (other processes make theirs too)
 
-    def socket_dir() -> Path:
-        made.append(make())
+    def socket_folder(*args: int) -> SocketFolder:
+        made.append(make(*args))
         return made[-1]
 
-    make = process._socket_dir
-    monkeypatch.setattr(process, "_socket_dir", socket_dir)
+    make = process.socket_folder
+    monkeypatch.setattr(process, "socket_folder", socket_folder)
     yield
     assert plugin_children() == []
-    assert [d for d in made if d.exists()] == []
+    assert [f.root for f in made if f.root.exists()] == []
     deadline = time.monotonic() + 5
     while any(
         t.name.startswith(("dativo-flight", "dativo-plugin-std", "dativo-plugin-log"))
@@ -165,12 +168,13 @@ def test_an_exit_before_the_handshake(workdir: Path) -> None:
 
 
 def test_a_handshake_without_location(workdir: Path) -> None:
-    assert "no valid location" in str(fails(job_file(workdir, raw("no-location"))))
+    error = fails(job_file(workdir, raw("no-location")))
+    assert "refused the plugin's handshake: it names no location" in str(error)
 
 
 def test_a_plugin_that_does_not_listen(workdir: Path) -> None:
     error = fails(job_file(workdir, raw("unreachable", start_timeout_s=2)))
-    assert error.stage == "load" and "the plugin process" in str(error)
+    assert error.stage == "load" and "nothing listens at" in str(error) and "the plugin process" in str(error)
 
 
 def test_start_failures_fall_back_without_starting_twice(workdir: Path) -> None:
@@ -188,6 +192,105 @@ def test_a_missing_executable(workdir: Path) -> None:
     assert "source.reader.implementation" in str(error)
     report = run(job_file(workdir, {"command": ["no-such-plugin-on-path"]}, fallback="default"))
     assert report.fallback_used
+
+
+# --- a plugin that names a listener the host did not give it ------------------------------------------------
+
+SECRET = "liar-secret-5f1e0c"
+OPTION = "option-value-9c2d7a"
+
+
+def liar(workdir: Path, mode: str, **env: str) -> tuple[dict[str, object], Path]:
+    """``implementation:`` of ``liar.py MODE`` (granted a secret), and the file its listener records into."""
+    record, outside = workdir / f"{mode}.record", workdir / "outside"
+    outside.mkdir(exist_ok=True)
+    granted = {"RECORD": str(record), "OUTSIDE": str(outside), "TOKEN": "${LIAR_SECRET}", **env}
+    return {"command": [sys.executable, str(LIAR), mode], "env": granted}, record
+
+
+def refused(job: Path, why: str, plugin: str = "liar.py") -> None:
+    """``dativo run job`` exits 3, naming the plugin, why and the fix, and shows no option value or secret."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dativo", "run", str(job)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "LIAR_SECRET": SECRET},
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 3, output
+    assert "Dativo refused the plugin's handshake" in output and why in output, output
+    assert plugin in output and "$DATIVO_FLIGHT_SOCKET" in output  # the plugin, and the fix
+    assert SECRET not in output and OPTION not in output
+    nothing_published(job.parent)
+
+
+def got_nothing(record: Path) -> None:
+    """The listener was up, and nobody connected to it or sent it a byte."""
+    lines = record.read_text().splitlines()
+    assert lines[0].startswith("listening ") and lines[1:] == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        ("tcp", "it names 'grpc://127.0.0.1:"),  # its own listener, on the host's network
+        ("elsewhere", "/outside/liar.sock', not the socket Dativo gave it"),  # its own socket elsewhere
+        ("symlink", "/plugin/plugin.sock is a symbolic link (to "),  # the expected path, leading elsewhere
+    ],
+)
+def test_a_handshake_naming_another_listener_is_refused(workdir: Path, mode: str, why: str) -> None:
+    implementation, record = liar(workdir, mode)
+    refused(job_file(workdir, implementation, options={"password": "${LIAR_SECRET}", "table": OPTION}), why)
+    got_nothing(record)
+
+
+def test_the_listener_records_what_reaches_it(workdir: Path) -> None:
+    """The control: had the host connected to the liar, its record would say so."""
+    implementation, record = liar(workdir, "tcp")
+    env: dict[str, str] = {**os.environ, **implementation["env"]}  # type: ignore[dict-item]
+    command: list[str] = implementation["command"]  # type: ignore[assignment]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) as plugin:
+        location = json.loads(plugin.stdout.readline())["location"]  # type: ignore[union-attr]
+        client = fl.FlightClient(location)
+        with pytest.raises(fl.FlightError):  # it is no Flight server, but it hears what is sent
+            list(client.do_action(fl.Action("health", b"{}"), fl.FlightCallOptions(timeout=2)))
+        client.close()
+        plugin.kill()
+    lines = record.read_text().splitlines()
+    assert "connection" in lines and any(line.startswith("bytes ") for line in lines)
+
+
+SHELL_LIARS = {  # no network in the sandbox: they name a listener of the host's, by address or through a link
+    "address": """printf '{"dativo_flight": 1, "location": "%s"}\\n' "$TARGET"; exec cat""",
+    "symlink": """ln -s "$TARGET" "$DATIVO_FLIGHT_SOCKET" && """
+    """printf '{"dativo_flight": 1, "location": "grpc+unix://%s"}\\n' "$DATIVO_FLIGHT_SOCKET"; exec cat""",
+}
+
+
+@pytest.mark.skipif(not sandbox.probe().ok, reason="no working bubblewrap")
+@pytest.mark.parametrize("mode", sorted(SHELL_LIARS))
+def test_a_sandboxed_plugin_cannot_make_the_host_connect_for_it(workdir: Path, mode: str) -> None:
+    """The host's listener (an exfiltration or SSRF target the sandbox cannot reach) hears nothing."""
+    record = workdir / "host.record"
+    if mode == "address":
+        listener = socket.create_server(("127.0.0.1", 0))
+        target = "grpc://127.0.0.1:%d" % listener.getsockname()[1]
+        why = f"it names {target!r}, not the socket Dativo gave it"
+    else:
+        target = str(workdir / "host.sock")
+        listener = liar_module.unix_listener(target)
+        why = f"/plugin/plugin.sock is a symbolic link (to {target!r}), not a socket"
+    listening = liar_module.recording(listener, record, target)
+    env = {"TARGET": target, "TOKEN": "${LIAR_SECRET}"}
+    command = {"command": ["/bin/sh", "-c", SHELL_LIARS[mode]], "env": env}
+    try:
+        job = job_file(workdir, command, options={"table": OPTION}, sandbox={"enabled": True})
+        refused(job, why, plugin="/bin/sh -c")
+    finally:
+        listener.close()
+        listening.join(5)
+    got_nothing(record)
 
 
 # --- what a plugin sees and says ----------------------------------------------------------------------------
@@ -262,15 +365,15 @@ def test_the_plugin_dies_with_its_host(tmp_path: Path) -> None:
     host = textwrap.dedent(f"""
         import logging, sys, time
         from pathlib import Path
-        from dativo.plugins.flight import Connection
+        from dativo.plugins.client import Connection
         from dativo.plugins.process import CommandLauncher, PluginProcess
         launcher = CommandLauncher({served(f"{FIXTURES}:Numbers")["command"]!r}, cwd=Path("."),
                                    env={{"PYTHONPATH": {str(ROOT)!r}}})
         conn = Connection(launcher, "reader", logging.getLogger("t"))
-        print(conn.process.popen.pid, conn.process.socket_dir, flush=True)
-        deaf, _ = PluginProcess.start({raw("unreachable")["command"]!r}, cwd=Path("."), env={{}}, name="deaf",
+        print(conn.process.popen.pid, conn.process.socket.root, flush=True)
+        deaf, _ = PluginProcess.start({raw("deaf")["command"]!r}, cwd=Path("."), env={{}}, name="deaf",
                                       logger=logging.getLogger("t"))  # ignores its stdin
-        print(deaf.popen.pid, deaf.socket_dir, flush=True)
+        print(deaf.popen.pid, deaf.socket.root, flush=True)
         time.sleep(600)
     """)
     host_process = subprocess.Popen(

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.flight as fl
 import pytest
 
-from dativo.plugins.flight import (
+from dativo.plugins.protocol import (
     PROTOCOL_VERSION,
     dataset_to_json,
     parse_error,
@@ -120,6 +120,15 @@ def test_listens_on_the_socket_the_host_gives(served, tmp_path: Path) -> None:
     s = served(f"{FIXTURES}:Numbers", socket=tmp_path / "p.sock")
     assert s.handshake["location"] == f"grpc+unix://{tmp_path / 'p.sock'}"
     assert s.action("health")["ok"] is True
+
+
+def test_listen_cannot_move_it_off_the_host_s_socket(served, tmp_path: Path) -> None:
+    """The host connects only to the socket it gave: --listen is for plugins that run on their own."""
+    s = served(f"{FIXTURES}:Numbers", args=("--listen", "grpc://127.0.0.1:0"), socket=tmp_path / "p.sock")
+    assert s.handshake["location"] == f"grpc+unix://{tmp_path / 'p.sock'}"
+    assert s.action("health")["ok"] is True
+    s.stop()
+    assert "ignoring --listen grpc://127.0.0.1:0" in s.process.stderr.read().decode()  # type: ignore[union-attr]
 
 
 def test_read_streams_every_batch(served) -> None:

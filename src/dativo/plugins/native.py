@@ -1,8 +1,9 @@
 """Native plugins: a C or C++ shared library implementing ``sdk/cpp/dativo_plugin.h``, loaded with ctypes.
 
-:func:`library` loads a library once, checks its ABI version and its exported functions, and makes a
-regular :class:`dativo.api.Reader` or :class:`dativo.api.Writer` subclass that drives it, so the engine,
-fallback and reports treat it like any other plugin. Arrow data crosses the boundary through the Arrow C
+:func:`library` loads a library (:class:`~dativo.plugins.cabi.Library`, the C ABI in ctypes), checks its
+ABI version and its exported functions, and makes a regular :class:`dativo.api.Reader` or
+:class:`dativo.api.Writer` subclass that drives it, so the engine, fallback and reports treat it like any
+other plugin. Arrow data crosses the boundary through the Arrow C
 data interface (``ArrowArrayStream``, ``ArrowSchema``) without a copy; configuration and descriptors travel
 as JSON.
 
@@ -25,300 +26,76 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import threading
-import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from dativo.api import CommitInfo, Context, Dataset, Mode, Reader, Split, State, Writer, WrittenFiles
+from dativo.api import CommitInfo, Context, Dataset, Mode, Reader, Role, Split, State, Writer, WrittenFiles
 from dativo.errors import (
-    CommitFailed,
-    CommitStateUnknown,
     ConfigError,
     ConnectionFailed,
     DativoError,
     PluginFailed,
-    PluginIncompatible,
     PluginNotFound,
+    commit_error,
+    fallback_hint,
+    side,
 )
-
-ABI_VERSION = 1
-"""``DATIVO_PLUGIN_ABI_VERSION`` of the ``dativo_plugin.h`` this Dativo implements."""
-SUPPORTED_ABI_VERSIONS = frozenset({ABI_VERSION})
-"""Library ABI versions this loader accepts."""
-DEFAULT_PREFIX = "dativo_"
-
-Role = Literal["reader", "writer"]
-
-# DativoStatusCode values (dativo_plugin.h)
-OK, UNKNOWN, NOT_IMPLEMENTED, INVALID_ARGUMENT, NOT_FOUND, IO, INVALID_DATA, UNAUTHENTICATED = range(8)
-COMMIT_FAILED, INTERNAL = 8, 9
-STATUS_NAMES = {
-    OK: "OK", UNKNOWN: "UNKNOWN", NOT_IMPLEMENTED: "NOT_IMPLEMENTED", INVALID_ARGUMENT: "INVALID_ARGUMENT",
-    NOT_FOUND: "NOT_FOUND", IO: "IO", INVALID_DATA: "INVALID_DATA", UNAUTHENTICATED: "UNAUTHENTICATED",
-    COMMIT_FAILED: "COMMIT_FAILED", INTERNAL: "INTERNAL",
-}
-
-
-# --- the C structs (pointers as c_void_p: ctypes never converts or frees them behind our back) ----------
-
-
-class _Error(ctypes.Structure):
-    _fields_ = [
-        ("message", ctypes.c_void_p),
-        ("vendor_code", ctypes.c_int32),
-        ("release", ctypes.c_void_p),
-        ("private_data", ctypes.c_void_p),
-    ]
-
-
-class _String(ctypes.Structure):
-    _fields_ = [
-        ("data", ctypes.c_void_p),
-        ("size", ctypes.c_int64),
-        ("release", ctypes.c_void_p),
-        ("private_data", ctypes.c_void_p),
-    ]
-
-
-class _ArrowSchema(ctypes.Structure):
-    _fields_ = [
-        ("format", ctypes.c_void_p),
-        ("name", ctypes.c_void_p),
-        ("metadata", ctypes.c_void_p),
-        ("flags", ctypes.c_int64),
-        ("n_children", ctypes.c_int64),
-        ("children", ctypes.c_void_p),
-        ("dictionary", ctypes.c_void_p),
-        ("release", ctypes.c_void_p),
-        ("private_data", ctypes.c_void_p),
-    ]
-
-
-class _ArrowArrayStream(ctypes.Structure):
-    _fields_ = [
-        ("get_schema", ctypes.c_void_p),
-        ("get_next", ctypes.c_void_p),
-        ("get_last_error", ctypes.c_void_p),
-        ("release", ctypes.c_void_p),
-        ("private_data", ctypes.c_void_p),
-    ]
-
-
-_Struct = _Error | _String | _ArrowSchema | _ArrowArrayStream
-_RELEASE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-
-def _release(struct: _Struct) -> None:
-    """Call a struct's own release callback, if it still has one; never twice."""
-    if struct.release:
-        # The callback must see its struct still alive: Arrow's own callbacks do nothing when release is NULL.
-        _RELEASE(struct.release)(ctypes.addressof(struct))
-        struct.release = None  # in case a careless callback left it set
-
-
-_P, _S, _I32 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32
-_ERR, _STR = ctypes.POINTER(_Error), ctypes.POINTER(_String)
-_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
-    "abi_version": (_I32, []),
-    "plugin_info": (_P, []),
-    "reader_new": (_I32, [_S, ctypes.POINTER(_P), _ERR]),
-    "reader_check": (_I32, [_P, _ERR]),
-    "reader_discover": (_I32, [_P, _STR, _ERR]),
-    "reader_schema": (_I32, [_P, _S, _P, _ERR]),
-    "reader_plan": (_I32, [_P, _S, _S, _STR, _ERR]),
-    "reader_open": (_I32, [_P, _S, _P, _ERR]),
-    "reader_release": (None, [_P]),
-    "writer_new": (_I32, [_S, ctypes.POINTER(_P), _ERR]),
-    "writer_check": (_I32, [_P, _ERR]),
-    "writer_state": (_I32, [_P, _S, _STR, _ERR]),
-    "writer_prepare": (_I32, [_P, _S, _P, _S, _ERR]),
-    "writer_write": (_I32, [_P, _S, _P, _STR, _ERR]),
-    "writer_commit": (_I32, [_P, _S, _S, _S, _S, _STR, _ERR]),
-    "writer_abort": (_I32, [_P, _S, _ERR]),
-    "writer_release": (None, [_P]),
-}
-REQUIRED: dict[Role, tuple[str, ...]] = {
-    "reader": ("reader_new", "reader_open", "reader_release"),
-    "writer": ("writer_new", "writer_write", "writer_commit", "writer_release"),
-}
-"""Functions a library must export (after its prefix) to be loaded as a reader or a writer."""
-OPTIONAL: dict[Role, tuple[str, ...]] = {
-    "reader": ("reader_check", "reader_discover", "reader_schema", "reader_plan"),
-    "writer": ("writer_check", "writer_state", "writer_prepare", "writer_abort"),
-}
-
-
-def _status(code: int) -> str:
-    return STATUS_NAMES.get(code, f"status {code}")
-
-
-def _fix(role: str) -> str:
-    side = "source.reader" if role == "reader" else "target.writer"
-    return f"Fix the plugin, or set {side}.fallback: default to use the built-in {role}."
-
-
-class Library:
-    """A loaded shared library: its functions, ABI version and self-description.
-
-    Args:
-        path: The library file.
-        name: How the job (or package) names it, for messages.
-        prefix: The prefix of every exported symbol (default ``dativo_``).
-        role: The role it is loaded for; the functions that role requires must be exported.
-
-    Raises:
-        PluginIncompatible: It cannot be loaded, is not a Dativo plugin, has another ABI version, or lacks
-            a required function.
-    """
-
-    def __init__(self, path: Path, *, name: str, prefix: str, role: Role) -> None:
-        self.path = path
-        self.name = name
-        self.prefix = prefix
-        try:
-            self._dll = ctypes.CDLL(str(path))
-        except OSError as exc:
-            raise PluginIncompatible(
-                f"native library '{name}' cannot be loaded: {exc}",
-                hint="Build it for this platform, and install the libraries it links to (`ldd` lists them).",
-            ) from None
-        self.functions: dict[str, Any] = {}
-        for function in ("abi_version", "plugin_info", *REQUIRED[role], *OPTIONAL[role]):
-            try:
-                pointer = self._dll[prefix + function]
-            except AttributeError:
-                continue
-            pointer.restype, pointer.argtypes = _SIGNATURES[function]
-            self.functions[function] = pointer
-        if "abi_version" not in self.functions:
-            raise PluginIncompatible(
-                f"native library '{name}' is not a Dativo plugin: it does not export {prefix}abi_version",
-                hint="Implement the C ABI of sdk/cpp/dativo_plugin.h (see docs/plugins/cpp.md), or set "
-                "implementation.symbol_prefix if its functions are named differently.",
-            )
-        self.abi_version = int(self.functions["abi_version"]())
-        if self.abi_version not in SUPPORTED_ABI_VERSIONS:
-            raise PluginIncompatible(
-                f"native library '{name}' was built for Dativo plugin ABI {self.abi_version}, "
-                f"but this Dativo supports plugin ABI {ABI_VERSION}",
-                hint=f"Rebuild it against the sdk/cpp/dativo_plugin.h of this Dativo (ABI {ABI_VERSION}), "
-                "or use a Dativo that supports its ABI.",
-            )
-        missing = [prefix + f for f in REQUIRED[role] if f not in self.functions]
-        if missing:
-            raise PluginIncompatible(
-                f"native library '{name}' does not export {', '.join(missing)}, which a {role} must provide",
-                hint='Define them with C linkage (extern "C") and default visibility (DATIVO_EXPORT), as '
-                "sdk/cpp/dativo_plugin.h describes; `nm -D --defined-only` lists what it exports.",
-            )
-        self.info = self._info()
-        self.version = str(self.info.get("version") or "0.0.0")
-        self.language = str(self.info.get("language") or "c")
-        self.description = str(self.info.get("description") or "")
-
-    def _info(self) -> dict[str, Any]:
-        if "plugin_info" not in self.functions:
-            return {}
-        pointer = self.functions["plugin_info"]()
-        text = ctypes.string_at(pointer).decode("utf-8", "replace") if pointer else "{}"
-        try:
-            info = json.loads(text)
-        except json.JSONDecodeError as exc:
-            info = exc
-        if not isinstance(info, dict):
-            raise PluginIncompatible(
-                f"native library '{self.name}': {self.prefix}plugin_info() does not return a JSON object "
-                f"({info}): {text[:200]!r}",
-                hint='Return a static JSON object such as '
-                '{"name": "foo", "version": "1.0.0", "language": "c++"}.',
-            )
-        return info
-
-    def call(self, function: str, *args: Any) -> tuple[int, str | None]:
-        """Call ``function`` with a fresh error struct.
-
-        Returns:
-            The status code and the library's error message (``None`` on success or without a message).
-            The error struct is released exactly once, whatever the status.
-        """
-        error = _Error()
-        status = int(self.functions[function](*args, ctypes.byref(error)))
-        message = None
-        if error.message:
-            message = ctypes.string_at(error.message).decode("utf-8", "replace").strip()
-            if error.vendor_code:
-                message = f"{message} (code {error.vendor_code})"
-        _release(error)
-        return status, message if status != OK else None
-
-    def call_for_text(self, function: str, *args: Any) -> tuple[int, str | None]:
-        """Call a ``function`` whose last argument before the error is a ``DativoString`` result.
-
-        Returns:
-            ``(OK, text)`` or ``(status, error message)``; the string is released exactly once.
-        """
-        out = _String()
-        status, message = self.call(function, *args, ctypes.byref(out))
-        text = None
-        if status == OK and out.data:
-            text = ctypes.string_at(out.data, out.size if out.size >= 0 else -1).decode("utf-8", "replace")
-        _release(out)
-        return status, (text if status == OK else message)
-
-    def symbol(self, function: str) -> str:
-        """The exported name of ``function``."""
-        return self.prefix + function
-
-
-class _Handle:
-    """A reader or writer handle of a library, released exactly once: by ``release()`` or when collected."""
-
-    def __init__(self, library: Library, role: Role, pointer: int) -> None:
-        self.pointer = pointer
-        self._finalizer = weakref.finalize(self, library.functions[f"{role}_release"], pointer)
-        self._finalizer.atexit = False  # at interpreter exit the process is going away anyway
-
-    def release(self) -> None:
-        self._finalizer()
+from dativo.plugins.cabi import (
+    ABI_VERSION,
+    COMMIT_FAILED,
+    DEFAULT_PREFIX,
+    INVALID_ARGUMENT,
+    IO,
+    NOT_FOUND,
+    OK,
+    REQUIRED,
+    SUPPORTED_ABI_VERSIONS,
+    UNAUTHENTICATED,
+    ArrowArrayStream,
+    ArrowSchema,
+    Handle,
+    Library,
+    release,
+    status_name,
+)
+from dativo.plugins.protocol import (
+    commit_from_json,
+    configure_body,
+    dataset_from_json,
+    dataset_to_json,
+    dumps,
+    split_to_json,
+    splits_from_json,
+    written_from_json,
+)
 
 
 def _error(
     lib: Library, role: Role, function: str, status: int, message: str | None, *, where: str = ""
 ) -> DativoError:
     """Translate a failed call into the error the user should see (see DativoStatusCode in the header)."""
-    side = "source" if role == "reader" else "target"
-    text = message or f"{lib.symbol(function)}() returned {_status(status)} without a message"
+    block = side(role).partition(".")[0]  # source or target
+    text = message or f"{lib.symbol(function)}() returned {status_name(status)} without a message"
     stage = function.partition("_")[2]
     if stage in ("new", "check") and status in (INVALID_ARGUMENT, NOT_FOUND):
         return ConfigError(
             f"the native {role} refused its configuration: {text}" if stage == "new" else text,
-            hint=f"Fix the {side} section or {side}.{role}.options in the job file "
+            hint=f"Fix the {block} section or {block}.{role}.options in the job file "
             "(the plugin's documentation lists what it accepts).",
         )
     if stage == "check" and status in (IO, UNAUTHENTICATED):
         return ConnectionFailed(
-            text, hint=f"Check that the {side} is reachable and its credentials are right."
+            text, hint=f"Check that the {block} is reachable and its credentials are right."
         )
+    failed = f"{lib.symbol(function)}() failed with {status_name(status)}: {message}" if message else text
     if stage == "commit":
-        if status == COMMIT_FAILED:
-            return CommitFailed(text, hint="Nothing was published; the run can be retried.")
-        return CommitStateUnknown(
-            f"{lib.symbol(function)}() failed with {_status(status)}: {message}" if message else text,
-            hint="Check the target, then rerun with the same --run-id: a committed run is a no-op.",
-        )
-    failed = f"{lib.symbol(function)}() failed with {_status(status)}: {message}" if message else text
-    return PluginFailed(
-        f"{where}{failed}",
-        role=role,
-        stage=_stage(function),
-        hint=_fix(role),
-    )
+        return commit_error(text if status == COMMIT_FAILED else failed, failed=status == COMMIT_FAILED)
+    return PluginFailed(f"{where}{failed}", role=role, stage=_stage(function), hint=fallback_hint(role))
 
 
 def _stage(function: str) -> str:
@@ -330,7 +107,7 @@ def _stage(function: str) -> str:
 def _invalid(lib: Library, role: Role, function: str, problem: str) -> PluginFailed:
     return PluginFailed(
         f"{lib.symbol(function)}() {problem}", role=role, stage=_stage(function),
-        hint=f"Fix the plugin so it follows sdk/cpp/dativo_plugin.h. {_fix(role)}",
+        hint=f"Fix the plugin so it follows sdk/cpp/dativo_plugin.h. {fallback_hint(role)}",
     )
 
 
@@ -346,20 +123,8 @@ def _json(lib: Library, role: Role, function: str, text: str | None, kind: type)
     return value
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8")
-
-
 def _dataset_json(dataset: Dataset) -> bytes:
-    return _dumps({
-        "name": dataset.name,
-        "primary_key": list(dataset.primary_key),
-        "cursor_candidates": list(dataset.cursor_candidates),
-    })
-
-
-def _strings(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return dumps(dataset_to_json(dataset, schema=False))
 
 
 class NativeOptions(BaseModel):
@@ -375,25 +140,18 @@ class _NativePlugin:
     role: ClassVar[Role]
     Config: ClassVar[type[BaseModel]] = NativeOptions
 
-    def _create(self, config: BaseModel, ctx: Context) -> _Handle:
+    def _create(self, config: BaseModel, ctx: Context) -> Handle:
         lib, role = self.native_library, self.role
-        payload = {
-            "options": config.model_dump(),
-            "settings": dict(ctx.settings),
-            "context": {
-                "job": ctx.job, "run_id": ctx.run_id, "plugin": ctx.plugin, "parallelism": ctx.parallelism,
-                "cursor": ctx.cursor, "work_dir": ctx.work_dir,
-            },
-        }
         out = ctypes.c_void_p()
-        status, message = lib.call(f"{role}_new", _dumps(payload), ctypes.byref(out))
+        payload = dumps(configure_body(config.model_dump(), ctx))
+        status, message = lib.call(f"{role}_new", payload, ctypes.byref(out))
         if status != OK:
             if out.value:  # the header says not to, but a handle must never leak
                 lib.functions[f"{role}_release"](out.value)
             raise _error(lib, role, f"{role}_new", status, message)
         if not out.value:
             raise _invalid(lib, role, f"{role}_new", "returned OK but no handle")
-        return _Handle(lib, role, out.value)
+        return Handle(lib, role, out.value)
 
     def _text(self, function: str, *args: Any) -> str | None:
         lib, role = self.native_library, self.role
@@ -433,31 +191,19 @@ class NativeReader(_NativePlugin, Reader):
             datasets = [Dataset(name=self.ctx.job)]
         else:
             entries = _json(lib, "reader", "reader_discover", self._text("reader_discover"), list)
-            datasets = []
-            for entry in entries:
-                valid = (
-                    isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]
-                    and _strings(entry.get("primary_key", []))
-                    and _strings(entry.get("cursor_candidates", []))
-                )
-                if not valid:
-                    raise _invalid(
-                        lib, "reader", "reader_discover",
-                        f'returned {json.dumps(entry)[:200]}, not {{"name": str, "primary_key": [str], '
-                        '"cursor_candidates": [str]}',
-                    )
-                datasets.append(Dataset(
-                    name=entry["name"],
-                    primary_key=tuple(entry.get("primary_key", ())),
-                    cursor_candidates=tuple(entry.get("cursor_candidates", ())),
-                ))
+            try:
+                datasets = [dataset_from_json({**e, "schema": None} if isinstance(e, dict) else e)
+                            for e in entries]
+            except ValueError as exc:
+                problem = f"returned a dataset that is not valid: {exc}"
+                raise _invalid(lib, "reader", "reader_discover", problem) from None
         if "reader_schema" in lib.functions:
             datasets = [replace(d, schema=self._schema(d.name)) for d in datasets]
         return datasets
 
     def _schema(self, dataset: str) -> pa.Schema:
         lib = self.native_library
-        out = _ArrowSchema()
+        out = ArrowSchema()
         try:
             status, message = lib.call(
                 "reader_schema", self._handle.pointer, dataset.encode(), ctypes.addressof(out)
@@ -473,32 +219,26 @@ class NativeReader(_NativePlugin, Reader):
                 problem = f"returned an invalid ArrowSchema: {exc}"
                 raise _invalid(lib, "reader", "reader_schema", problem) from None
         finally:
-            _release(out)  # a no-op once pyarrow moved it
+            release(out)  # a no-op once pyarrow moved it
 
     def plan(self, dataset: Dataset, state: State | None) -> list[Split]:
         """The library's splits (``reader_plan``), or one split."""
         lib = self.native_library
         if "reader_plan" not in lib.functions:
             return super().plan(dataset, state)
-        text = self._text("reader_plan", _dataset_json(dataset), _dumps(state))
-        entries = _json(lib, "reader", "reader_plan", text, list)
-        splits = []
-        for entry in entries:
-            if not (isinstance(entry, dict) and isinstance(entry.get("id"), str | int)
-                    and isinstance(entry.get("params", {}), dict)):
-                raise _invalid(lib, "reader", "reader_plan",
-                               f'returned {json.dumps(entry)[:200]}, not {{"id": str, "params": {{...}}}}')
-            splits.append(Split(dataset.name, str(entry["id"]), entry.get("params", {})))
-        if len({s.id for s in splits}) != len(splits):
-            raise _invalid(lib, "reader", "reader_plan", "returned splits with duplicate ids")
-        return splits
+        text = self._text("reader_plan", _dataset_json(dataset), dumps(state))
+        try:
+            return splits_from_json(dataset, _json(lib, "reader", "reader_plan", text, list))
+        except ValueError as exc:
+            problem = f"returned a plan that is not valid: {exc}"
+            raise _invalid(lib, "reader", "reader_plan", problem) from None
 
     def read(self, split: Split) -> pa.RecordBatchReader:
         """Open the split (``reader_open``) and import its ``ArrowArrayStream`` without a copy."""
         lib = self.native_library
         where = f"dataset '{split.dataset}' split '{split.id}': "
-        payload = _dumps({"dataset": split.dataset, "id": split.id, "params": dict(split.params)})
-        stream = _ArrowArrayStream()
+        payload = dumps(split_to_json(split))
+        stream = ArrowArrayStream()
         try:
             status, message = lib.call("reader_open", self._handle.pointer, payload, ctypes.addressof(stream))
             if status != OK:
@@ -511,7 +251,7 @@ class NativeReader(_NativePlugin, Reader):
             except (pa.ArrowException, ValueError) as exc:
                 raise _invalid(lib, "reader", "reader_open", f"returned an unusable stream: {exc}") from None
         finally:
-            _release(stream)  # a no-op once pyarrow moved it
+            release(stream)  # a no-op once pyarrow moved it
         return pa.RecordBatchReader.from_batches(imported.schema, _batches(imported, lib, where))
 
 
@@ -563,7 +303,7 @@ class NativeWriter(_NativePlugin, Writer):
         lib = self.native_library
         if "writer_prepare" not in lib.functions:
             return
-        exported = _ArrowSchema()
+        exported = ArrowSchema()
         schema._export_to_c(ctypes.addressof(exported))
         try:
             status, message = lib.call(
@@ -571,33 +311,31 @@ class NativeWriter(_NativePlugin, Writer):
                 mode.encode(),
             )
         finally:
-            _release(exported)
+            release(exported)
         if status != OK:
             raise _error(lib, "writer", "writer_prepare", status, message)
 
     def write(self, split: Split, stream: pa.RecordBatchReader) -> WrittenFiles:
         """Hand the stream to ``writer_write`` (which takes ownership) and parse what it wrote."""
         lib = self.native_library
-        exported = _ArrowArrayStream()
+        exported = ArrowArrayStream()
         stream._export_to_c(ctypes.addressof(exported))
-        payload = _dumps({"dataset": split.dataset, "id": split.id, "params": dict(split.params)})
+        payload = dumps(split_to_json(split))
         try:
             status, text = lib.call_for_text(
                 "writer_write", self._handle.pointer, payload, ctypes.addressof(exported)
             )
         finally:
-            _release(exported)  # the library should have moved or released it; never leak it
+            release(exported)  # the library should have moved or released it; never leak it
         if status != OK:
             raise _error(lib, "writer", "writer_write", status, text,
                          where=f"dataset '{split.dataset}' split '{split.id}': ")
         value = _json(lib, "writer", "writer_write", text, dict)
-        files, rows, size = value.get("files", []), value.get("rows", 0), value.get("bytes", 0)
-        if not (_strings(files) and isinstance(rows, int) and isinstance(size, int)
-                and isinstance(value.get("extra", {}), dict)):
-            raise _invalid(lib, "writer", "writer_write",
-                           f'returned {text!r:.200}, not '
-                           '{"files": [str], "rows": int, "bytes": int, "extra": {}}')
-        return WrittenFiles(split.dataset, split.id, files, rows, size, value.get("extra", {}))
+        try:
+            return written_from_json({**value, "dataset": split.dataset, "split": split.id})
+        except ValueError as exc:
+            problem = f"returned a result that is not valid: {exc}"
+            raise _invalid(lib, "writer", "writer_write", problem) from None
 
     def commit(
         self, dataset: Dataset, files: list[WrittenFiles], state: State | None, run_id: str
@@ -605,40 +343,28 @@ class NativeWriter(_NativePlugin, Writer):
         """Publish everything with ``writer_commit``."""
         lib = self.native_library
         status, text = lib.call_for_text(
-            "writer_commit", self._handle.pointer, _dataset_json(dataset), _dumps([vars(w) for w in files]),
-            _dumps(state), run_id.encode(),
+            "writer_commit", self._handle.pointer, _dataset_json(dataset), dumps([vars(w) for w in files]),
+            dumps(state), run_id.encode(),
         )
         if status != OK:
             raise _error(lib, "writer", "writer_commit", status, text)
         try:
-            value = json.loads(text or "")
-        except json.JSONDecodeError:
-            value = None
-        if not isinstance(value, dict):  # it did publish; only its description is broken
-            raise CommitStateUnknown(
+            return commit_from_json(json.loads(text or ""))
+        except ValueError:  # it did publish; only its description is broken (JSONDecodeError is one too)
+            raise commit_error(
                 f"{lib.symbol('writer_commit')}() returned OK with an invalid description: {text!r:.200}",
                 hint=f'Return {{"commit_id": ..., "rows": ..., "no_op": ...}}; rerun with --run-id {run_id} '
                 "to settle it.",
-            )
-        commit_id = value.get("commit_id")
-        return CommitInfo(
-            commit_id=None if commit_id is None else str(commit_id),
-            rows=int(value.get("rows") or 0),
-            no_op=bool(value.get("no_op", False)),
-        )
+            ) from None
 
     def abort(self, files: list[WrittenFiles]) -> None:
         """Call ``writer_abort`` if the library exports it."""
         lib = self.native_library
         if "writer_abort" not in lib.functions:
             return
-        status, message = lib.call("writer_abort", self._handle.pointer, _dumps([vars(w) for w in files]))
+        status, message = lib.call("writer_abort", self._handle.pointer, dumps([vars(w) for w in files]))
         if status != OK:
             raise _error(lib, "writer", "writer_abort", status, message)
-
-
-_classes: dict[tuple[str, Role, str], type] = {}
-_lock = threading.Lock()
 
 
 def library(
@@ -648,9 +374,10 @@ def library(
     symbol_prefix: str = DEFAULT_PREFIX,
     name: str | None = None,
 ) -> type[NativeReader] | type[NativeWriter]:
-    """Load a native plugin library and return the Reader (or Writer) class that drives it.
+    """Load a native plugin library and return a new Reader (or Writer) class that drives it.
 
-    The library is loaded once per process (per file, role and prefix); later calls return the same class.
+    The operating system loads a file once per process (and ctypes never unloads it), so a second call costs
+    little; each returns its own class. Whoever uses one holds on to it (a run's host, a package's module).
 
     Args:
         path: The ``.so`` / ``.dylib`` file.
@@ -678,18 +405,24 @@ def library(
             "implementation.lib starts at the job file's folder.",
         )
     file = file.resolve()
-    key = (str(file), role, symbol_prefix)
-    with _lock:
-        cls = _classes.get(key)
-        if cls is None:
-            lib = Library(file, name=shown, prefix=symbol_prefix, role=role)
-            base: type = NativeReader if role == "reader" else NativeWriter
-            cls = type(f"{base.__name__}[{file.name}]", (base,), {
-                "native_library": lib,
-                "version": lib.version,
-                "language": lib.language,
-                "__module__": __name__,
-                "__doc__": lib.description or f"The native {role} in {file}.",
-            })
-            _classes[key] = cls
-    return cls
+    lib = Library(file, name=shown, prefix=symbol_prefix, role=role)
+    base: type = NativeReader if role == "reader" else NativeWriter
+    return type(f"{base.__name__}[{file.name}]", (base,), {
+        "native_library": lib,
+        "version": lib.version,
+        "language": lib.language,
+        "__module__": __name__,
+        "__doc__": lib.description or f"The native {role} in {file}.",
+    })
+
+
+__all__ = [
+    "ABI_VERSION",
+    "DEFAULT_PREFIX",
+    "SUPPORTED_ABI_VERSIONS",
+    "Library",
+    "NativeOptions",
+    "NativeReader",
+    "NativeWriter",
+    "library",
+]

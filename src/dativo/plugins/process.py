@@ -10,84 +10,63 @@ A job names a plugin process in one of three ways (``docs/plugins/protocol.md``)
       # dativo_go_postgres/__init__.py
       reader = dativo.plugins.process.executable(Path(__file__).parent / "bin" / "go-postgres")
 
-A started plugin gets a private socket directory, ``DATIVO_FLIGHT_SOCKET`` and ``DATIVO_PROTOCOL``, and no
-other environment than ``PATH``, ``HOME``, ``LANG``, ``TMPDIR`` and the ``env`` the job grants it. It must
-print its one-line JSON handshake within the start timeout. Its stdout and stderr go to the job's log line
-by line, secrets redacted. It dies with the host: ``PR_SET_PDEATHSIG`` on Linux, and its stdin is a pipe
-that reaches EOF when the host exits (the SDKs exit then). At the end the host asks it to ``shutdown``,
-waits 5 s, then sends SIGTERM, then SIGKILL.
+A started plugin gets ``DATIVO_FLIGHT_SOCKET`` (a socket in a private folder the host made,
+:mod:`dativo.plugins.sockets`) and ``DATIVO_PROTOCOL``, and no other environment than ``PATH``, ``HOME``,
+``LANG``, ``TMPDIR`` and the ``env`` the job grants it. It must listen on that socket and print its one-line
+JSON handshake, naming it, within the start timeout; the host connects there and nowhere else. Its stdout
+and stderr go to the job's log line by line, secrets redacted. It dies with the host: ``PR_SET_PDEATHSIG`` on
+Linux, and its stdin is a pipe that reaches EOF when the host exits (the SDKs exit then). At the end the host
+asks it to ``shutdown``, waits 5 s, then sends SIGTERM, then SIGKILL.
+
+A :class:`Launcher` (:class:`CommandLauncher`, :class:`RemoteLauncher`) is how a
+:class:`~dativo.plugins.client.Connection` reaches the plugin; :class:`PluginProcess` is one started process
+(its output is read by :class:`~dativo.plugins.output.PluginOutput`).
 """
 
 from __future__ import annotations
 
 import atexit
-import collections
 import ctypes
 import ctypes.util
-import json
 import logging
 import os
 import queue
-import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from dativo.errors import PluginFailed, PluginIncompatible, PluginNotFound, SandboxError
-from dativo.plugins.flight import (
-    DEFAULT_CALL_TIMEOUT_S,
-    DEFAULT_STALL_TIMEOUT_S,
+from dativo.api import Role
+from dativo.config import FlightEndpoint, PluginCommand
+from dativo.errors import PluginFailed, PluginNotFound, SandboxError
+from dativo.plugins.client import DEFAULT_CALL_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S, Launcher
+from dativo.plugins.output import PluginOutput
+from dativo.plugins.protocol import (
+    PROTOCOL_ENV,
     PROTOCOL_VERSION,
-    FlightReader,
-    FlightWriter,
-    Launcher,
-    Role,
-    plugin_class,
+    SOCKET_ENV,
+    parse_handshake,
+    protocol_mismatch,
 )
+from dativo.plugins.remote import FlightReader, FlightWriter, plugin_class
+from dativo.plugins.sockets import SocketFolder, socket_folder
 from dativo.secrets import redact
 
 if TYPE_CHECKING:
-    from dativo.config import PluginCommand
     from dativo.plugins.sandbox import Sandbox, SandboxRun
 
 DEFAULT_START_TIMEOUT_S = 10.0
 SHUTDOWN_GRACE_S = 5.0
 TERM_GRACE_S = 3.0
 PASSED_ENVIRONMENT = ("PATH", "HOME", "LANG", "TMPDIR")
-"""The only host variables a started plugin sees (besides the ``env`` the job grants it)."""
-TAIL_LINES = 40
-_MAX_LINE = 8192  # a longer line is split; a plugin cannot make the host buffer an endless line
-_MAX_HANDSHAKE = 65536
-_LOG_LINES_PER_S = 200  # beyond this the plugin's output is counted, not logged (the tail keeps the latest)
-_LOG_SECONDS_PER_S = 0.05  # nor more than this share of a second spent in log handlers (a terminal is slow,
-#                            and it holds the GIL the engine's threads need)
-_LOG_BACKLOG = (
-    1000  # lines read but not yet logged; beyond it (a slow log handler) lines are dropped, counted
-)
-_LOGGED_CHARS = 1000  # a longer line is cut in the log
-# "ERROR name: message" (dativo plugin serve, most loggers) or "... level=error ..." (Go's slog, logrus)
-_LEVEL = re.compile(r"^\s*(DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL|FATAL)(?::\s*|\s+)")
-_LEVEL_KEY = re.compile(r"\blevel=(DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL|FATAL)\b", re.IGNORECASE)
-_LEVELS = {
-    "DEBUG": logging.DEBUG,
-    "INFO": logging.INFO,
-    "WARN": logging.WARNING,
-    "WARNING": logging.WARNING,
-    "ERROR": logging.ERROR,
-    "CRITICAL": logging.CRITICAL,
-    "FATAL": logging.CRITICAL,
-}
-_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+"""The only host variables an unsandboxed plugin sees (besides the ``env`` the job grants it)."""
+_SANDBOX_HINT = "`dativo check` tells whether sandboxing works on this machine (docs/sandbox.md)."
 
 
 # --- dying with the host ------------------------------------------------------------------------------------
@@ -122,6 +101,7 @@ def _die_with_parent(parent: int, then: Callable[[], None] | None = None) -> Cal
 # from engine threads that may end long before the plugin should, so every fork happens on this one thread,
 # which lives as long as the host.
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dativo-plugin-spawner")
+# The last resort at exit; each run's PluginHost stops the processes it started.
 _live: weakref.WeakSet[PluginProcess] = weakref.WeakSet()
 
 
@@ -146,7 +126,7 @@ def _describe_status(code: int | None) -> str:
 
 
 class PluginProcess:
-    """A started plugin process: its output pumps, its stderr tail, and its end.
+    """A started plugin process: its output, and its end.
 
     Use :meth:`start`; the constructor only wraps a ``Popen``.
     """
@@ -157,37 +137,29 @@ class PluginProcess:
         *,
         name: str,
         logger: logging.Logger,
-        socket_dir: Path,
+        socket: SocketFolder,
         sandbox: SandboxRun | None = None,
     ) -> None:
         self.popen = popen
         self.name = name
-        self.logger = logger
-        self.socket_dir = socket_dir
+        self.socket = socket
         self.sandbox = sandbox
         self.killed_by_host = False
-        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self._handshake: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
-        self._window = [0.0, 0, 0, 0.0]  # this second: its start, lines logged, lines dropped, seconds logging
-        self._log_lock = threading.Lock()
-        # The pumps only read, so the plugin never blocks on a full pipe; logging (which may be slow: a
-        # terminal) happens in its own thread, and what it cannot keep up with is dropped and counted.
-        self._lines: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=_LOG_BACKLOG)
-        self._hurry = False
-        self._stdout = threading.Thread(
-            target=self._pump, args=(popen.stdout, "stdout", True), name="dativo-plugin-stdout", daemon=True
-        )
-        self._stderr = threading.Thread(
-            target=self._pump, args=(popen.stderr, "stderr", False), name="dativo-plugin-stderr", daemon=True
-        )
-        self._logging = threading.Thread(target=self._log_lines, name="dativo-plugin-log", daemon=True)
+        assert popen.stdout is not None and popen.stderr is not None
+        self.output = PluginOutput(popen.stdout, popen.stderr, name=name, logger=logger)
         self._stopped = False
-        self._stdout.start()
-        self._stderr.start()
-        self._logging.start()
         _live.add(self)
         if sandbox is not None:
             sandbox.started(self)
+
+    @property
+    def logger(self) -> logging.Logger:
+        """Where the plugin's output goes."""
+        return self.output.logger
+
+    @logger.setter
+    def logger(self, logger: logging.Logger) -> None:
+        self.output.logger = logger
 
     @classmethod
     def start(
@@ -213,23 +185,23 @@ class PluginProcess:
             sandbox: Run it inside this sandbox (:mod:`dativo.plugins.sandbox`).
 
         Returns:
-            The process and the Flight location it listens on.
+            The process, and the location to connect to: its socket, once checked
+            (:meth:`~dativo.plugins.sockets.SocketFolder.accept`).
 
         Raises:
             PluginIncompatible: It speaks another protocol version.
-            PluginFailed: It cannot be started, exited, printed something else, or stayed silent.
+            PluginFailed: It cannot be started, exited, printed something else, stayed silent, or named
+                another location than its socket.
             SandboxError: The sandbox around it could not be set up.
         """
-        socket_dir = _socket_dir()
-        variables = {key: os.environ[key] for key in PASSED_ENVIRONMENT if key in os.environ}
-        variables.update(env)
-        variables["DATIVO_FLIGHT_SOCKET"] = str(socket_dir / "plugin.sock")
-        variables["DATIVO_PROTOCOL"] = str(PROTOCOL_VERSION)
+        socket = socket_folder() if sandbox is None else socket_folder(sandbox.uid, sandbox.gid)
+        granted = {**env, SOCKET_ENV: str(socket.path), PROTOCOL_ENV: str(PROTOCOL_VERSION)}
+        variables = {key: os.environ[key] for key in PASSED_ENVIRONMENT if key in os.environ} | granted
         run: SandboxRun | None = None
         then: Callable[[], None] | None = None
         try:
             if sandbox is not None:
-                run = sandbox.launch(argv, variables, cwd, socket_dir)
+                run = sandbox.launch(argv, granted, cwd, socket.listen)
                 argv, variables, then = run.argv, run.env, run.preexec
             popen = _spawner.submit(
                 subprocess.Popen,
@@ -243,12 +215,12 @@ class PluginProcess:
                 preexec_fn=_die_with_parent(os.getpid(), then),
             ).result()
         except (OSError, subprocess.SubprocessError) as exc:
-            shutil.rmtree(socket_dir, ignore_errors=True)
+            socket.remove()
             if run is not None:
                 run.finished()
                 raise SandboxError(
                     f"the sandbox around plugin {name} could not be set up: {exc}; the plugin was not run",
-                    hint="`dativo check` tells whether sandboxing works on this machine (docs/sandbox.md).",
+                    hint=_SANDBOX_HINT,
                 ) from None
             raise PluginFailed(
                 f"cannot start {shlex.join(argv)}: {exc.strerror or exc}",
@@ -256,7 +228,7 @@ class PluginProcess:
                 stage="load",
                 hint="Check that the file is an executable for this machine (chmod +x).",
             ) from None
-        process = cls(popen, name=name, logger=logger, socket_dir=socket_dir, sandbox=run)
+        process = cls(popen, name=name, logger=logger, socket=socket, sandbox=run)
         try:
             return process, process._await_handshake(start_timeout_s)
         except BaseException as exc:
@@ -265,100 +237,23 @@ class PluginProcess:
                 raise SandboxError(  # bwrap itself refused (a bind, a namespace): never a plugin failure
                     f"the sandbox around plugin {name} did not start: {process.diagnose(0)}; the plugin was "
                     "not run",
-                    hint="`dativo check` tells whether sandboxing works on this machine (docs/sandbox.md).",
+                    hint=_SANDBOX_HINT,
                 ) from None
             raise
 
-    # --- output ---------------------------------------------------------------------------------------------
-
-    def _pump(self, stream: IO[bytes], which: str, handshake: bool) -> None:
-        """Read one of the plugin's pipes line by line until EOF: the plugin never blocks on a full pipe."""
-        try:
-            while True:
-                raw = stream.readline(_MAX_HANDSHAKE if handshake else _MAX_LINE)
-                if handshake:
-                    self._handshake.put(raw or None)
-                    handshake = False
-                    if not raw:
-                        return
-                    continue
-                if not raw:
-                    return
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if which == "stderr":
-                    self._tail.append(line)  # redacted when read: most lines of a flood are never shown
-                try:
-                    self._lines.put_nowait((line, which))
-                except queue.Full:
-                    self._suppress()
-        except (OSError, ValueError):  # the pipe was closed under us at the end
-            if handshake:
-                self._handshake.put(None)
-
-    def _log_lines(self) -> None:
-        while True:
-            item = self._lines.get()
-            if item is None:
-                break
-            if self._hurry:  # the process is gone and the backlog too long to wait for
-                self._suppress()
-            else:
-                self._log(*item)
-        self._report_suppressed()
-
-    def _suppress(self) -> None:
-        with self._log_lock:
-            self._window[2] += 1
-
-    def _log(self, line: str, which: str) -> None:
-        if not line.strip():
-            return
-        if len(line) > _LOGGED_CHARS:
-            line = f"{line[:_LOGGED_CHARS]}… ({len(line) - _LOGGED_CHARS} more characters)"
-        match = _LEVEL.match(line)
-        if match:
-            level, line = _LEVELS[match.group(1).upper()], line[match.end() :]
-        else:
-            keyed = _LEVEL_KEY.search(line)
-            level = _LEVELS[keyed.group(1).upper()] if keyed else logging.INFO
-        now = int(time.monotonic())
-        if now != self._window[0]:
-            self._report_suppressed(now)
-        with self._log_lock:
-            if self._window[1] >= _LOG_LINES_PER_S or self._window[3] >= _LOG_SECONDS_PER_S:
-                self._window[2] += 1
-                return
-            self._window[1] += 1
-        started = time.perf_counter()
-        self.logger.log(level, "%s", redact(line), extra={"plugin_stream": which})
-        with self._log_lock:
-            self._window[3] += time.perf_counter() - started
-
-    def _report_suppressed(self, now: float = 0.0) -> None:
-        """Say how many lines the rate limit dropped in the last second; start a new second."""
-        with self._log_lock:
-            suppressed = self._window[2]
-            self._window = [now, 0, 0, 0.0]
-        if suppressed:
-            self.logger.warning(
-                "plugin %s: %d more lines of output were not logged (it wrote faster than the log can take)",
-                self.name,
-                suppressed,
-            )
+    # --- state ----------------------------------------------------------------------------------------------
 
     def tail(self) -> list[str]:
         """The last lines of the plugin's stderr (redacted)."""
-        return [redact(line) for line in list(self._tail)]
-
-    # --- state ----------------------------------------------------------------------------------------------
+        return self.output.tail()
 
     def alive(self) -> bool:
         """Whether the process is still running."""
         return self.popen.poll() is None
 
     def bwrap_failed(self) -> bool:
-        """Whether a sandboxed process ended because bubblewrap itself failed (its messages start "bwrap:")."""
-        return self.sandbox is not None and any(line.startswith("bwrap: ") for line in self.tail())
+        """Whether a sandboxed process ended because the sandbox itself failed (bwrap or setpriv said so)."""
+        return self.sandbox is not None and any(line.startswith(("bwrap: ", "setpriv: ")) for line in self.tail())
 
     def diagnose(self, wait_s: float = 2.0) -> str:
         """Its exit status and the end of its stderr, for an error message.
@@ -371,7 +266,7 @@ class PluginProcess:
         except subprocess.TimeoutExpired:
             pass
         else:
-            self._stderr.join(1.0)  # its last words
+            self.output.last_words(1.0)
         status = _describe_status(self.popen.returncode)
         if self.killed_by_host:
             status = f"{status} (Dativo stopped it)"
@@ -384,61 +279,50 @@ class PluginProcess:
             text += "; its stderr ended with: " + " | ".join(tail)
         return text
 
+    def _start_failed(self, message: str, hint: str) -> PluginFailed:
+        return PluginFailed(message, plugin=self.name, stage="load", hint=hint)
+
     def _await_handshake(self, timeout: float) -> str:
         try:
-            raw = self._handshake.get(timeout=timeout)
+            raw = self.output.handshake(timeout)
         except queue.Empty:
             self.killed_by_host = True
             self.kill()
-            raise PluginFailed(
+            raise self._start_failed(
                 f"the plugin printed no handshake within {timeout:g} s; {self.diagnose(0)}",
-                plugin=self.name,
-                stage="load",
-                hint="A plugin must listen on $DATIVO_FLIGHT_SOCKET, then print its JSON handshake line on "
-                "stdout (docs/plugins/protocol.md); raise implementation.start_timeout_s if it is just slow.",
+                "A plugin must listen on $DATIVO_FLIGHT_SOCKET, then print its JSON handshake line on stdout "
+                "(docs/plugins/protocol.md); raise implementation.start_timeout_s if it is just slow.",
             ) from None
         if raw is None:
-            raise PluginFailed(
+            raise self._start_failed(
                 f"the plugin ended its output before its handshake; {self.diagnose()}",
-                plugin=self.name,
-                stage="load",
-                hint="Run the command by hand to see why it stops; a plugin must print its JSON handshake "
-                "line first (docs/plugins/protocol.md).",
+                "Run the command by hand to see why it stops; a plugin must print its JSON handshake line "
+                "first (docs/plugins/protocol.md).",
             )
         text = raw.decode("utf-8", "replace").strip()
-        try:
-            handshake = json.loads(text)
-        except json.JSONDecodeError:
-            handshake = None
-        if not isinstance(handshake, dict) or "dativo_flight" not in handshake:
-            raise PluginFailed(
+        handshake = parse_handshake(text)
+        if handshake is None:
+            raise self._start_failed(
                 f"the plugin's first line is not its handshake: {redact(text)[:200]!r}; {self.diagnose(0.2)}",
-                plugin=self.name,
-                stage="load",
-                hint='A plugin must print {"dativo_flight": 1, "location": ...} as its very first line on '
-                "stdout, and anything else only after it (docs/plugins/protocol.md).",
+                'A plugin must print {"dativo_flight": 1, "location": ...} as its very first line on stdout, '
+                "and anything else only after it (docs/plugins/protocol.md).",
             )
-        version = handshake["dativo_flight"]
-        if version != PROTOCOL_VERSION:
-            raise PluginIncompatible(
-                f"the plugin speaks plugin protocol {version}, but this Dativo speaks protocol "
-                f"{PROTOCOL_VERSION}",
-                plugin=self.name,
-                hint=f"Use a build of the plugin for protocol {PROTOCOL_VERSION}, or a Dativo that speaks "
-                f"protocol {version}.",
-            )
-        location = handshake.get("location")
-        if not isinstance(location, str) or not re.match(r"^grpc(\+tcp|\+unix|\+tls)?://", location):
-            raise PluginFailed(
-                f"the plugin's handshake has no valid location: {redact(text)[:200]!r}",
-                plugin=self.name,
-                stage="load",
-                hint='Print "location": "grpc+unix://$DATIVO_FLIGHT_SOCKET" (or grpc://127.0.0.1:PORT).',
-            )
-        return location
+        mismatch = protocol_mismatch(handshake["dativo_flight"])
+        if mismatch is not None:
+            raise mismatch.with_context(plugin=self.name)
+        try:
+            return self.socket.accept(handshake.get("location"))
+        except ValueError as exc:
+            raise self._start_failed(
+                f"Dativo refused the plugin's handshake: {redact(str(exc))}; it connects only to the socket "
+                f"it gave the plugin, so nothing was sent to the plugin; {self.diagnose(0)}",
+                "A started plugin must listen on the Unix socket that $DATIVO_FLIGHT_SOCKET names, then "
+                'print "location": "grpc+unix://$DATIVO_FLIGHT_SOCKET" (the SDKs do; '
+                "docs/plugins/protocol.md). A plugin that runs on its own is named with implementation: "
+                "{flight: grpc://host:port}.",
+            ) from None
 
     # --- the end --------------------------------------------------------------------------------------------
-
     def _signal(self, sig: signal.Signals) -> None:
         if self.popen.poll() is not None:
             return
@@ -495,36 +379,17 @@ class PluginProcess:
 
     def _finish(self) -> None:
         self._stopped = True
-        self._stdout.join(2.0)
-        self._stderr.join(2.0)
-        try:  # the logger gets a second for its backlog, then only counts what is left
-            self._lines.put_nowait(None)
-        except queue.Full:
-            self._hurry = True
-            self._lines.put(None)
-        self._logging.join(1.0)
-        if self._logging.is_alive():
-            self._hurry = True
-            self._logging.join(5.0)
+        self.output.finish()
         for stream in (self.popen.stdout, self.popen.stderr):
             try:
                 if stream is not None:
                     stream.close()
             except OSError:
                 pass
-        shutil.rmtree(self.socket_dir, ignore_errors=True)
+        self.socket.remove()
         if self.sandbox is not None:
             self.sandbox.finished()
         _live.discard(self)
-
-
-def _socket_dir() -> Path:
-    """A private (0700) directory for the plugin's Unix socket, with a path short enough for ``sun_path``."""
-    directory = Path(tempfile.mkdtemp(prefix="dativo-plugin-"))
-    if len(str(directory / "plugin.sock")) > _SOCKET_PATH_MAX:
-        shutil.rmtree(directory, ignore_errors=True)
-        directory = Path(tempfile.mkdtemp(prefix="dativo-plugin-", dir="/tmp"))
-    return directory
 
 
 # --- launchers ----------------------------------------------------------------------------------------------
@@ -652,55 +517,17 @@ class RemoteLauncher(Launcher):
         return self.location, None
 
 
-# --- plugin classes -----------------------------------------------------------------------------------------
-
-_classes: dict[tuple[Any, ...], type] = {}
-_classes_lock = threading.Lock()
-
-
-def from_config(role: Role, implementation: Any) -> type[FlightReader] | type[FlightWriter]:
-    """The plugin class of a job's ``{command: [...]}`` or ``{flight: ...}`` (one per distinct setting).
-
-    Args:
-        role: ``reader`` or ``writer``.
-        implementation: A :class:`dativo.config.PluginCommand` or :class:`dativo.config.FlightEndpoint`.
-    """
-    from dativo.config import FlightEndpoint, PluginCommand
-
-    launcher: Launcher
+def launcher_for(implementation: PluginCommand | FlightEndpoint) -> Launcher:
+    """The launcher of a job's ``implementation: {command: [...]}`` or ``{flight: ...}``."""
     if isinstance(implementation, PluginCommand):
-        key: tuple[Any, ...] = (
-            role,
-            "process",
-            tuple(implementation.command),
-            str(implementation.cwd()),
-            tuple(sorted(implementation.env.items())),
-            implementation.start_timeout_s,
-            implementation.call_timeout_s,
-            implementation.stall_timeout_s,
-        )
-        launcher = CommandLauncher.for_command(implementation)
-    elif isinstance(implementation, FlightEndpoint):
-        key = (
-            role,
-            "flight",
-            implementation.flight,
-            implementation.call_timeout_s,
-            implementation.stall_timeout_s,
-        )
-        launcher = RemoteLauncher(
+        return CommandLauncher.for_command(implementation)
+    if isinstance(implementation, FlightEndpoint):
+        return RemoteLauncher(
             implementation.flight,
             call_timeout_s=implementation.call_timeout_s,
             stall_timeout_s=implementation.stall_timeout_s,
         )
-    else:
-        raise TypeError(f"not a process or flight implementation: {implementation!r}")
-    # one class per setting: its spec is learnt once, and a start failure is not retried at once
-    with _classes_lock:
-        cls = _classes.get(key)
-        if cls is None:
-            cls = _classes[key] = plugin_class(role, launcher)
-    return cls
+    raise TypeError(f"not a process or flight implementation: {implementation!r}")
 
 
 def executable(
@@ -723,7 +550,7 @@ def executable(
         env: Variables it always gets (beyond ``PATH``, ``HOME``, ``LANG``, ``TMPDIR``).
 
     Returns:
-        A :class:`~dativo.plugins.flight.FlightReader` (or ``FlightWriter``) subclass.
+        A :class:`~dativo.plugins.remote.FlightReader` (or ``FlightWriter``) subclass.
     """
     file = Path(path)
     launcher = CommandLauncher(

@@ -1,4 +1,4 @@
-"""Running untrusted plugins in a bubblewrap sandbox (``docs/sandbox.md``).
+"""Running untrusted plugins in a bubblewrap sandbox (``docs/sandbox.md``, which also gives the threat model).
 
 A job asks for it with ``reader.sandbox.enabled: true`` (or ``writer.``). The plugin then always runs out of
 process, inside ``bwrap``, and the host talks Arrow Flight to it as to any plugin process
@@ -7,305 +7,47 @@ process, inside ``bwrap``, and the host talks Arrow Flight to it as to any plugi
 ``implementation: {command: [...]}`` runs inside the sandbox as it is. Native libraries and running
 ``{flight: ...}`` plugins cannot be sandboxed and are refused.
 
-The sandbox: new user, pid, ipc, uts, cgroup and network namespaces (the host's network only with
-``network: true``), uid/gid 65534, no capabilities, a root file system of read-only binds of exactly the
-runtime (``/usr``, the Python installation, the venv, the dativo package, the plugin's own files), a private
-``/tmp``, the plugin's socket folder, and the job's ``read_paths``/``write_paths``; an environment of only
-``PATH``, ``HOME``, ``LANG``, ``TMPDIR``, the protocol variables and the granted ``secrets``; rlimits for
-address space, CPU time and open files; a pids cgroup (and a memory cgroup where possible); a wall-clock
-timeout; killed with the host.
+The sandbox, layer by layer: never host root (uid/gid 65534 as root, :mod:`dativo.plugins.bwrap`); no
+capabilities and ``no_new_privs``; a seccomp filter (:mod:`dativo.plugins.seccomp`); new pid, ipc, uts,
+cgroup and network namespaces (the host's network only with ``network: true``); a read-only root of exactly
+the runtime (``/usr``, the Python installation, the venv, the dativo package) and the plugin's own package or
+executable, a read-only ``/proc/sys`` and no ``/sys``, a private ``/tmp``, the socket folder, the job's
+``read_paths``/``write_paths`` and ``unix:`` socket files; only ``PATH``, ``HOME``, ``LANG``, ``TMPDIR``, the
+protocol variables and the granted ``secrets`` in its environment; rlimits, a pids (and memory) cgroup
+(:mod:`dativo.plugins.cgroups`), a wall-clock timeout; killed with the host.
 
-It fails closed: no bubblewrap, namespaces that cannot be created, or a limit that cannot be enforced is a
-:class:`~dativo.errors.SandboxError` before any plugin code runs — never a run without the sandbox.
+It fails closed: no bubblewrap or setpriv, namespaces that cannot be created, a filter that cannot be built,
+an empty sandbox whose process does not show every layer (:func:`~dativo.plugins.bwrap.probe`), a grant
+that is not what it says, or a limit that cannot be enforced is a :class:`~dativo.errors.SandboxError`
+before any plugin code runs — never a run without the sandbox.
+
+:func:`sandboxed` turns what a job names into the launcher of confined processes (the run's
+:class:`~dativo.plugins.host.PluginHost` calls it); :class:`Sandbox` is the confinement of one plugin,
+:class:`SandboxRun` one confined process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import logging
 import os
 import resource
-import shutil
 import signal
-import subprocess
+import stat
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import dativo
+from dativo.api import Role
 from dativo.config import FlightEndpoint, NativeLibrary, PluginCommand, SandboxConfig
-from dativo.errors import PluginNotFound, SandboxError
-
-if TYPE_CHECKING:
-    from dativo.plugins.flight import Role
-    from dativo.plugins.process import PluginProcess
-
-BWRAP_ENV = "DATIVO_BWRAP"
-"""Names the bwrap executable when it is not ``bwrap`` on ``PATH``."""
-SANDBOX_UID = 65534  # "nobody": the plugin is never root, even in its own user namespace
-SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
-_PROBE_TIMEOUT_S = 10.0
-_INSTALL_HINT = (
-    "Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora/RHEL: dnf install bubblewrap; "
-    f"Alpine: apk add bubblewrap), or point ${BWRAP_ENV} at its bwrap executable."
-)
-_USERNS_HINT = (
-    "Allow unprivileged user namespaces: sysctl -w kernel.unprivileged_userns_clone=1 (Debian), "
-    "sysctl -w user.max_user_namespaces=15000, or on Ubuntu ≥ 23.10 sysctl -w "
-    "kernel.apparmor_restrict_unprivileged_userns=0 (or an AppArmor profile for bwrap); in a container, "
-    "run it with a seccomp/AppArmor profile that allows unshare (e.g. docker --security-opt seccomp=unconfined "
-    "--security-opt apparmor=unconfined)."
-)
-_RUNTIME_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_RUNTIME_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
-_NETWORK_FILES = (
-    "/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/host.conf",
-    "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/crypto-policies",
-)
-
-
-# --- is sandboxing possible here? ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SandboxStatus:
-    """Whether bubblewrap works on this machine.
-
-    Attributes:
-        ok: It starts a sandbox with every namespace Dativo uses.
-        bwrap: Its path (``None``: not found).
-        version: ``bubblewrap 0.8.0`` (empty when unknown).
-        reason: Why it does not work (empty when it does).
-        hint: How to fix that.
-        probe_s: How long the probe took to start and end an empty sandbox.
-    """
-
-    ok: bool
-    bwrap: str | None
-    version: str
-    reason: str = ""
-    hint: str = ""
-    probe_s: float = 0.0
-
-    def error(self, what: str = "the sandbox cannot start") -> SandboxError:
-        """The error a job that needs the sandbox fails with."""
-        return SandboxError(f"{what}: {self.reason}; the plugin was not run", hint=self.hint)
-
-
-_probes: dict[str, SandboxStatus] = {}
-_probe_lock = threading.Lock()
-
-
-def _bwrap_path() -> str | None:
-    configured = os.environ.get(BWRAP_ENV)
-    if configured:
-        return configured if os.access(configured, os.X_OK) and Path(configured).is_file() else None
-    return shutil.which("bwrap")
-
-
-def _runtime_binds() -> list[str]:
-    """``/usr`` and the top-level library folders: bound read-only, or recreated as the host's symlinks."""
-    args: list[str] = []
-    for directory in _RUNTIME_DIRS:
-        path = Path(directory)
-        if path.is_symlink():  # merged /usr: /bin -> usr/bin
-            args += ["--symlink", os.readlink(path), directory]
-        elif path.is_dir():
-            args += ["--ro-bind", directory, directory]
-    for file in _RUNTIME_FILES:
-        args += ["--ro-bind-try", file, file]
-    return args
-
-
-_NAMESPACES = ["--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
-               "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL"]
-
-
-def probe(*, refresh: bool = False) -> SandboxStatus:
-    """Start an empty sandbox once (per bwrap executable) and say whether that works, and why not.
-
-    Args:
-        refresh: Probe again even if this bwrap was probed already.
-    """
-    bwrap = _bwrap_path()
-    key = bwrap or f"<none:{os.environ.get(BWRAP_ENV, '')}>"
-    with _probe_lock:
-        if not refresh and key in _probes:
-            return _probes[key]
-        status = _probe(bwrap)
-        _probes[key] = status
-        return status
-
-
-def _probe(bwrap: str | None) -> SandboxStatus:
-    if bwrap is None:
-        where = f"${BWRAP_ENV} ({os.environ[BWRAP_ENV]}) is not an executable" if os.environ.get(BWRAP_ENV) \
-            else "bubblewrap (bwrap) is not installed or not on PATH"
-        return SandboxStatus(False, None, "", where, _INSTALL_HINT)
-    version = ""
-    try:
-        out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S)
-        version = out.stdout.strip() or out.stderr.strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return SandboxStatus(False, bwrap, "", f"{bwrap} cannot be run: {exc}", _INSTALL_HINT)
-    true = shutil.which("true", path="/usr/bin:/bin") or "/bin/true"
-    argv = [bwrap, *_NAMESPACES, *_runtime_binds(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-            true]
-    started = time.perf_counter()
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S,
-                                stdin=subprocess.DEVNULL, env={"PATH": SANDBOX_PATH})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return SandboxStatus(False, bwrap, version, f"bwrap did not run: {exc}", _USERNS_HINT)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        said = " ".join(result.stderr.split())[:300] or f"exit status {result.returncode}"
-        if "namespace" in said.lower() or "permission" in said.lower() or "uid map" in said.lower():
-            hint = _USERNS_HINT
-        else:
-            hint = f"Run `{bwrap} --unshare-all --unshare-user --uid 65534 --ro-bind /usr /usr /usr/bin/true` " \
-                "by hand to see what it needs."
-        return SandboxStatus(False, bwrap, version, f"{version or 'bwrap'} cannot create the sandbox: {said}",
-                             hint, elapsed)
-    return SandboxStatus(True, bwrap, version, probe_s=elapsed)
-
-
-def require() -> SandboxStatus:
-    """The working sandbox's status.
-
-    Raises:
-        SandboxError: bubblewrap is missing or cannot create the namespaces.
-    """
-    status = probe()
-    if not status.ok:
-        raise status.error()
-    return status
-
-
-# --- cgroups: a process limit (fork bombs) and, where possible, memory ----------------------------------------
-
-
-def _own_cgroups() -> dict[str, str]:
-    """This process's cgroup path per v1 controller (``""`` key: the v2 path)."""
-    found: dict[str, str] = {}
-    try:
-        text = Path("/proc/self/cgroup").read_text()
-    except OSError:
-        return found
-    for line in text.splitlines():
-        _, controllers, path = line.split(":", 2)
-        for controller in controllers.split(",") if controllers else [""]:
-            found[controller] = path
-    return found
-
-
-def _child_group(controller: str, own: Mapping[str, str], limit_file: str) -> Path | None:
-    """Create a fresh cgroup beside this process's own (v1 controller, else v2) that has ``limit_file``."""
-    candidates: list[Path] = []
-    if controller in own:
-        candidates.append(Path("/sys/fs/cgroup", controller, own[controller].lstrip("/")))
-    if "" in own and Path("/sys/fs/cgroup/cgroup.controllers").exists():
-        candidates.append(Path("/sys/fs/cgroup", own[""].lstrip("/")))
-    for parent in candidates:
-        group = parent / f"dativo-sandbox-{uuid.uuid4().hex[:12]}"
-        try:
-            group.mkdir()
-        except OSError:
-            continue
-        if (group / limit_file).exists():
-            return group
-        with contextlib.suppress(OSError):
-            group.rmdir()
-    return None
-
-
-class _Cgroups:
-    """The pids (and memory) cgroups of one sandboxed process; removed when it ends."""
-
-    def __init__(self, max_processes: int | None, memory_mb: int | None) -> None:
-        own = _own_cgroups()
-        self.groups: list[Path] = []
-        self.pids: Path | None = None
-        self.memory: Path | None = None
-        if max_processes is not None:
-            self.pids = _child_group("pids", own, "pids.max")
-            if self.pids is not None:
-                self.groups.append(self.pids)
-                (self.pids / "pids.max").write_text(str(max_processes))
-        if memory_mb is not None:
-            self.memory = _child_group("memory", own, "memory.limit_in_bytes") or _child_group(
-                "memory", own, "memory.max"
-            )
-            if self.memory is not None:
-                self.groups.append(self.memory)
-                limit = str(memory_mb * 1024 * 1024)
-                for name in ("memory.limit_in_bytes", "memory.max", "memory.memsw.limit_in_bytes",
-                             "memory.swap.max"):
-                    with contextlib.suppress(OSError):  # swap accounting may be off; the first one matters
-                        (self.memory / name).write_text(limit if "swap.max" not in name else "0")
-        self._procs = [str(group / "cgroup.procs") for group in self.groups]
-
-    def join(self) -> None:
-        """Move the calling (just forked) process into the groups; in ``preexec_fn``, so no plugin code ran."""
-        pid = str(os.getpid()).encode()
-        for procs in self._procs:
-            fd = os.open(procs, os.O_WRONLY)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-
-    def out_of_memory(self) -> bool:
-        """Whether the memory cgroup killed a process for exceeding its limit."""
-        if self.memory is None:
-            return False
-        for name, key in (("memory.oom_control", "oom_kill"), ("memory.events", "oom_kill")):
-            with contextlib.suppress(OSError, ValueError):
-                for line in (self.memory / name).read_text().splitlines():
-                    field, _, value = line.partition(" ")
-                    if field == key and int(value) > 0:
-                        return True
-        return False
-
-    def remove(self) -> None:
-        """Remove the groups (once the sandbox's processes are gone: its pid namespace ends with them)."""
-        for group in self.groups:
-            deadline = time.monotonic() + 2.0
-            while True:
-                try:
-                    group.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.02)  # the kernel is still reaping the namespace's processes
-
-
-def _tasks_of(uid: int) -> int:
-    """How many tasks (threads) ``uid`` runs now: RLIMIT_NPROC counts them all, not just the sandbox's."""
-    count = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if entry.stat().st_uid == uid:
-                    count += len(os.listdir(f"/proc/{entry.name}/task"))
-    return count
-
-
-def _pids_cgroups_work() -> bool:
-    own = _own_cgroups()
-    group = _child_group("pids", own, "pids.max")
-    if group is None:
-        return False
-    with contextlib.suppress(OSError):
-        group.rmdir()
-    return True
+from dativo.errors import SandboxError, side
+from dativo.plugins import seccomp
+from dativo.plugins.bwrap import SANDBOX_PATH, FileTree, command, covered, filter_file, identity, probe, require
+from dativo.plugins.cgroups import Cgroups, pids_cgroups_work, tasks_of
+from dativo.registry import locate
 
 
 # --- one sandbox ----------------------------------------------------------------------------------------------
@@ -317,12 +59,19 @@ class Sandbox:
     Args:
         config: The job's ``sandbox`` block.
         role: ``reader`` or ``writer`` (messages name ``source.reader.sandbox.…``).
-        files: The plugin's own files or folders, bound read-only.
-        pythonpath: Folders for ``PYTHONPATH`` inside (a Python plugin's import roots; bound read-only).
+        files: The plugin's own package (its folder, or the file of a top-level module) or executable,
+            bound read-only at their own paths: nothing else of the folders they are in.
+        pythonpath: Folders for ``PYTHONPATH`` inside (the folders ``files`` are found in; inside, each
+            holds only what ``files`` binds).
+
+    Attributes:
+        uid: The host uid the plugin runs as (never 0; 65534 when Dativo runs as root).
+        gid: Its host gid.
 
     Raises:
-        SandboxError: bubblewrap does not work, a path to bind does not exist, or ``max_processes`` cannot
-            be enforced on this machine.
+        SandboxError: bubblewrap does not work, a path to bind does not exist or is out of the plugin's
+            reach (as root: its mode does not let uid 65534 read it, or write a ``write_paths`` entry), a
+            ``unix:`` grant is not one socket file, or the job file lies inside the plugin's package.
     """
 
     def __init__(
@@ -335,26 +84,26 @@ class Sandbox:
     ) -> None:
         self.config = config
         self.role = role
-        self.where = f"{'source.reader' if role == 'reader' else 'target.writer'}.sandbox"
+        self.where = f"{side(role)}.sandbox"
         self.status = require()
         self.bwrap = str(self.status.bwrap)
+        self.who = self.status.who or identity()  # the identity the probe saw work
+        self.uid, self.gid = self.who.uid, self.who.gid
         self.pythonpath = [str(p) for p in pythonpath]
-        self.read_only = _runtime_paths() + [Path(p) for p in files] + [Path(p) for p in pythonpath]
-        self.read_paths = [self._existing(config.path(p), "read_paths") for p in config.read_paths]
-        self.write_paths = [self._existing(config.path(p), "write_paths") for p in config.write_paths]
-        self.sockets = [self._existing(p, "network") for p in config.sockets()]
+        own = [Path(p).absolute() for p in files]
+        self._outside_plugin(own)
+        self.read_only = [self._reachable(p, "the runtime") for p in _runtime_paths()]
+        self.read_only += [self._reachable(p, "the plugin's file") for p in own]
+        self.read_paths = [self._reachable(self._existing(config.path(p), "read_paths"), "read_paths")
+                           for p in config.read_paths]
+        self.write_paths = [self._reachable(self._existing(config.path(p), "write_paths"), "write_paths", True)
+                            for p in config.write_paths]
+        self.sockets = config.sockets()
+        self.socket_binds()
         self.nproc: int | None = None
-        if config.max_processes is not None and not _pids_cgroups_work():
-            if os.getuid() == 0:  # the kernel never applies RLIMIT_NPROC to root's processes
-                raise SandboxError(
-                    f"{self.where}.max_processes is {config.max_processes}, but this machine can enforce it "
-                    "neither with a pids cgroup (none is writable) nor with RLIMIT_NPROC (Dativo runs as root, "
-                    "which it does not bind); the plugin was not run",
-                    hint="Give Dativo a writable pids cgroup (cgroup v1 /sys/fs/cgroup/pids, or a delegated "
-                    f"cgroup v2 subtree), run it as a non-root user, or set {self.where}.max_processes: null "
-                    "to accept no process limit.",
-                )
-            self.nproc = _tasks_of(os.getuid()) + config.max_processes
+        if config.max_processes is not None and not pids_cgroups_work():
+            # the plugin's uid is never root, so RLIMIT_NPROC binds it (it counts all of that uid's tasks)
+            self.nproc = tasks_of(self.uid) + config.max_processes
 
     def _existing(self, path: Path, key: str) -> Path:
         if not path.exists():
@@ -365,12 +114,54 @@ class Sandbox:
             )
         return path.absolute()
 
+    def _reachable(self, path: Path, key: str, write: bool = False) -> Path:
+        """``path``, once sure the plugin's uid may read (or write) it: its own mode, owner and group."""
+        if not self.who.root_host or not path.exists():
+            return path  # not root: the plugin is Dativo's own user; a missing runtime path is skipped
+        found = path.stat()
+        need = (stat.S_IWOTH if write else stat.S_IROTH) | (stat.S_IXOTH if stat.S_ISDIR(found.st_mode) else 0)
+        shift = 6 if found.st_uid == self.uid else 3 if found.st_gid == self.gid else 0
+        if (found.st_mode >> shift) & need == need:
+            return path
+        what = "write to" if write else "read"
+        fix = (f"chown {self.uid}:{self.gid} {path}, or chmod o+w" if write
+               else f"chmod o+r{'x' if stat.S_ISDIR(found.st_mode) else ''}")
+        raise SandboxError(
+            f"{self.where}: {key} {path} is mode {stat.filemode(found.st_mode)} (owner uid {found.st_uid}), so the "
+            f"sandboxed plugin, which runs as uid {self.uid}, cannot {what} it; the plugin was not run",
+            hint=f"Let uid {self.uid} {what} it ({fix} {path}); files the plugin creates belong to uid {self.uid}.",
+        )
+
+    def socket_binds(self) -> list[tuple[Path, Path]]:
+        """The ``unix:`` grants as ``(socket file, path inside)``, checked again now (they may have changed).
+
+        Raises:
+            SandboxError: A grant is no longer exactly one socket file.
+        """
+        try:
+            return [(SandboxConfig.unix_socket(path), path) for path in self.sockets]
+        except ValueError as exc:
+            raise SandboxError(f"{self.where}.network: {exc}; the plugin was not run",
+                               hint=f"Fix {self.where}.network.") from None
+
+    def _outside_plugin(self, files: Sequence[Path]) -> None:
+        """Refuse a job file inside the plugin's bound package: the plugin could read it and its secrets."""
+        folder = self.config.path(".").absolute()
+        for path in files:
+            if path.is_dir() and folder.is_relative_to(path):
+                raise SandboxError(
+                    f"{self.where}: the job file's folder {folder} is inside the plugin's package {path}, which "
+                    "is bound into the sandbox, so the plugin could read the job file and the secrets beside "
+                    "it; the plugin was not run",
+                    hint="Keep job files and ${file:…} secrets outside the plugin's package.",
+                )
+
     def describe(self) -> str:
         """A short summary for logs."""
         net = "host network" if self.config.network is True else "no network"
         if self.sockets:
             net += " (+ " + ", ".join(map(str, self.sockets)) + ")"
-        return f"{self.status.version}, {net}"
+        return f"{self.status.version}, uid {self.uid}, seccomp, {net}"
 
     def launch(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, socket_dir: Path) -> SandboxRun:
         """Confine one start of the plugin.
@@ -379,15 +170,17 @@ class Sandbox:
             argv: The plugin's command (its executable resolved).
             env: The variables the plugin gets (already only the minimal set and what the job grants).
             cwd: Its working directory on the host (used inside only if a bound path covers it).
-            socket_dir: The folder of its Flight socket (bound read-write).
+            socket_dir: The folder of its Flight socket (bound read-write; the plugin's uid must own it).
+
+        Raises:
+            SandboxError: The seccomp filter cannot be built.
+            OSError: Its file cannot be written.
         """
         return SandboxRun(self, argv, env, cwd, socket_dir)
 
 
 def _runtime_paths() -> list[Path]:
     """The Python installation, the venv, and dativo itself: read-only, at the same paths inside."""
-    import dativo
-
     paths = [Path(sys.base_prefix), Path(sys.prefix), Path(dativo.__file__).resolve().parent]
     executable = Path(sys.executable).resolve()
     if not any(executable.is_relative_to(p) for p in paths):
@@ -395,23 +188,24 @@ def _runtime_paths() -> list[Path]:
     return paths
 
 
-def _covered(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
-
-
 class SandboxRun:
-    """One sandboxed process: its bwrap command line, its ``preexec_fn``, its cgroups and its timeout."""
+    """One sandboxed process: its command line, its ``preexec_fn``, its cgroups and its timeout."""
 
     def __init__(
         self, sandbox: Sandbox, argv: Sequence[str], env: Mapping[str, str], cwd: Path, socket_dir: Path
     ) -> None:
         self.sandbox = sandbox
         config = sandbox.config
-        self.cgroups = _Cgroups(config.max_processes if sandbox.nproc is None else None, config.memory_mb)
         self.expired = False
         self._timer: threading.Timer | None = None
         self.env = self._environment(env)
-        self.argv = self._command(argv, cwd, socket_dir)
+        self._filter = filter_file(seccomp.program())
+        try:
+            self.argv = self._command(argv, cwd, socket_dir)
+            self.cgroups = Cgroups(config.max_processes if sandbox.nproc is None else None, config.memory_mb)
+        except BaseException:
+            os.unlink(self._filter)
+            raise
 
     # --- before the start -----------------------------------------------------------------------------------
 
@@ -427,12 +221,8 @@ class SandboxRun:
         for key in ("DATIVO_FLIGHT_SOCKET", "DATIVO_PROTOCOL"):
             if key in env:
                 variables[key] = env[key]
-        # the command's own `env:` (a job grants them explicitly), except the host's PATH/HOME/LANG/TMPDIR,
-        # which PluginProcess adds for unsandboxed plugins and which name host folders the sandbox lacks
-        from dativo.plugins.process import PASSED_ENVIRONMENT
-
-        for key, value in env.items():
-            if key not in PASSED_ENVIRONMENT and key not in variables:
+        for key, value in env.items():  # the command's own `env:` (a job grants them explicitly)
+            if key not in variables:
                 variables[key] = value
         if self.sandbox.pythonpath:
             variables["PYTHONPATH"] = os.pathsep.join(self.sandbox.pythonpath)
@@ -442,34 +232,25 @@ class SandboxRun:
         return variables
 
     def _command(self, argv: Sequence[str], cwd: Path, socket_dir: Path) -> list[str]:
-        sandbox, config = self.sandbox, self.sandbox.config
-        args = [sandbox.bwrap, *_NAMESPACES]
-        if config.network is True:
-            args.append("--share-net")
-        args += _runtime_binds()
-        if config.network is True:
-            for file in _NETWORK_FILES:
-                args += ["--ro-bind-try", file, file]
-        # the private /tmp first: every bind below lands on top of it, so a runtime, plugin or path that
-        # itself lives under /tmp (a checkout in /tmp, pytest's folders) stays visible
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        sandbox = self.sandbox
+        network = sandbox.config.network is True
+        tree = FileTree()
+        tree.runtime(network)
         bound: list[Path] = []
         for path in sandbox.read_only:
-            if path.exists() and not _covered(path, bound):
-                args += ["--ro-bind", str(path), str(path)]
+            if path.exists() and not covered(path, bound):
+                tree.add("--ro-bind", path, path)
                 bound.append(path)
-        args += ["--bind", str(socket_dir), str(socket_dir)]
+        tree.add("--bind", socket_dir, socket_dir)
         for path in sandbox.read_paths:
-            args += ["--ro-bind", str(path), str(path)]
+            tree.add("--ro-bind", path, path)
         for path in sandbox.write_paths:
-            args += ["--bind", str(path), str(path)]
-        for path in sandbox.sockets:
-            # bwrap opens its sources as the sandbox's unprivileged user: every folder above the socket must
-            # be traversable by others (/run/postgresql is; a data directory of mode 0700 is not)
-            args += ["--bind", str(path), str(path)]
+            tree.add("--bind", path, path)
+        for socket, inside in sandbox.socket_binds():  # right before binding: still exactly one socket file
+            tree.add("--bind", socket, inside)
         visible = [*bound, *sandbox.read_paths, *sandbox.write_paths]
-        args += ["--chdir", str(cwd) if _covered(cwd, visible) else "/tmp"]
-        return [*args, "--", *argv]
+        chdir = str(cwd) if covered(cwd, visible) else "/tmp"
+        return command(sandbox.bwrap, sandbox.who, tree, network, self._filter, chdir, argv)
 
     def preexec(self) -> None:
         """In the forked child, before bwrap runs: cgroups and rlimits, inherited by everything inside."""
@@ -488,7 +269,7 @@ class SandboxRun:
 
     # --- while it runs --------------------------------------------------------------------------------------
 
-    def started(self, process: PluginProcess) -> None:
+    def started(self, process: Confined) -> None:
         """Arm the wall-clock limit of the process's whole lifetime."""
         timeout = self.sandbox.config.timeout_s
         if timeout is None:
@@ -507,10 +288,12 @@ class SandboxRun:
         self._timer.start()
 
     def finished(self) -> None:
-        """The process ended: disarm the timer, remove the cgroups."""
+        """The process ended (or never started): disarm the timer, remove the cgroups and the filter's file."""
         if self._timer is not None:
             self._timer.cancel()
         self.cgroups.remove()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._filter)
 
     def explain(self, returncode: int | None) -> str:
         """What a sandbox limit had to do with the process's end (empty: nothing known)."""
@@ -530,91 +313,49 @@ class SandboxRun:
             return f"it used up {where}.cpu_seconds ({config.cpu_seconds} s of CPU time)"
         if sig == signal.SIGKILL and self.cgroups.out_of_memory():
             return f"it exceeded {where}.memory_mb ({config.memory_mb} MiB) and the kernel killed it"
+        if sig == signal.SIGSYS:
+            return "it made a system call of another architecture, which the sandbox's seccomp filter forbids"
         return f"a process inside the sandbox was killed by {sig.name}"
 
 
-# --- resolving a sandboxed implementation ------------------------------------------------------------------
+# --- a sandboxed implementation ---------------------------------------------------------------------------
 
 
-def _import_roots(module: str) -> tuple[list[Path], list[Path]]:
-    """The files of a Python plugin's top-level package and the ``sys.path`` folder it is found in.
+class Confined(Protocol):
+    """What the wall-clock limit needs of a sandboxed process (``dativo.plugins.process.PluginProcess``)."""
 
-    ``importlib.util.find_spec`` on the *top-level* name runs only the import system's finders, never the
-    package's code (that would import untrusted code into the host).
-    """
-    top = module.split(".")[0]
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
-        raise PluginNotFound(
-            f"cannot find module '{top}'",
-            hint="Install the package that provides it, or fix the dotted path.",
-        )
-    files: list[Path] = []
-    if spec.submodule_search_locations:
-        files = [Path(p) for p in spec.submodule_search_locations]
-    elif spec.origin and spec.origin not in ("built-in", "frozen"):
-        files = [Path(spec.origin)]
-    roots = sorted({str(f.parent) for f in files})
-    return files, [Path(r) for r in roots]
+    name: str
+    logger: logging.Logger
+
+    def alive(self) -> bool: ...
+
+    def kill(self) -> None: ...
 
 
-def _python_target(role: Role, name: str) -> tuple[list[Path], list[Path], str]:
-    """What to bind for a Python plugin named as a job names it, found without importing it.
-
-    Returns:
-        The plugin's files, its import roots, and its origin (``builtin``, ``entry point``, ``dotted path``).
-    """
-    from dativo.registry import _BUILTINS, _entry_points
-
-    if ":" in name:
-        files, roots = _import_roots(name.partition(":")[0])
-        return files, roots, "dotted path"
-    if name in _BUILTINS[role]:
-        return [], [], "builtin"  # dativo itself is bound anyway
-    entry_points = _entry_points(role)  # metadata only: nothing is loaded
-    if name in entry_points:
-        module = entry_points[name].value.partition(":")[0].strip()
-        files, roots = _import_roots(module)
-        return files, roots, "entry point"
-    if "." in name:
-        files, roots = _import_roots(name.rpartition(".")[0])
-        return files, roots, "dotted path"
-    known = sorted({*_BUILTINS[role], *entry_points})
-    raise PluginNotFound(
-        f"no {role} named '{name}'",
-        plugin=name,
-        hint=f"Available: {', '.join(known)}; or name a class as package.module:Class.",
-    )
-
-
-_classes: dict[tuple[Any, ...], type] = {}
-_classes_lock = threading.Lock()
-
-
-def sandboxed_class(
+def sandboxed(
     role: Role,
     implementation: str | NativeLibrary | PluginCommand | FlightEndpoint,
     config: SandboxConfig,
-) -> tuple[type, str]:
-    """The Flight proxy class of an implementation that runs in the sandbox (one per distinct setting).
+    launcher: Any,
+) -> Any:
+    """How to start ``implementation`` inside a sandbox: a launcher whose processes are confined.
 
-    Nothing of the plugin is imported or started here; the registry's validation starts it (inside the
-    sandbox) to learn its spec.
+    Nothing of the plugin is imported or started here. A Python plugin (found by
+    :func:`dativo.registry.locate`, which imports nothing) is served by ``dativo plugin serve`` inside the
+    sandbox, with only its own package bound; a command runs inside as it is, with its executable bound.
 
-    Returns:
-        The class and the origin to report.
+    Args:
+        role: ``reader`` or ``writer``.
+        implementation: What the job names.
+        config: The job's ``sandbox`` block.
+        launcher: The launcher class to build (``dativo.plugins.process.CommandLauncher``): its constructor
+            and ``for_command`` take a ``sandbox=``; it is passed in, so this module does not import process.
 
     Raises:
         SandboxError: The sandbox does not work here, or this kind of implementation cannot be sandboxed.
-        PluginNotFound: A Python plugin's package cannot be found.
+        PluginNotFound: A Python plugin's package or a command's executable cannot be found.
     """
-    from dativo.plugins.flight import plugin_class
-    from dativo.plugins.process import CommandLauncher
-
-    where = f"{'source.reader' if role == 'reader' else 'target.writer'}.sandbox.enabled"
+    where = f"{side(role)}.sandbox.enabled"
     if isinstance(implementation, NativeLibrary):
         raise SandboxError(
             f"{where} is true, but native library {implementation.lib} would be loaded into the host "
@@ -629,40 +370,19 @@ def sandboxed_class(
             "start it, so it cannot sandbox it; the job was not run",
             hint="Let Dativo start it with implementation: {command: [...]}, or set sandbox.enabled: false.",
         )
-    settings = (config.model_dump_json(), tuple(sorted(config.granted().items())), str(config.path(".")))
     if isinstance(implementation, PluginCommand):
-        key: tuple[Any, ...] = (role, "command", implementation.model_dump_json(), str(implementation.cwd()),
-                                settings)
-        with _classes_lock:
-            if key in _classes:
-                return _classes[key], "sandbox"
-        probe_launcher = CommandLauncher(implementation.command, cwd=implementation.cwd())
-        executable = Path(probe_launcher.executable())  # PluginNotFound if it does not exist
-        sandbox = Sandbox(config, role, files=[executable])
-        launcher = CommandLauncher.for_command(implementation, sandbox=sandbox)
-    else:
-        name = implementation.strip()
-        key = (role, "python", name, settings)
-        with _classes_lock:
-            if key in _classes:
-                return _classes[key], "sandbox"
-        try:
-            files, roots, _origin = _python_target(role, name)
-        except PluginNotFound as exc:
-            raise exc.with_context(plugin=name) from None
-        sandbox = Sandbox(config, role, files=files, pythonpath=roots)
-        launcher = CommandLauncher(
-            [sys.executable, "-m", "dativo", "plugin", "serve", "--role", role, "--name", name, name],
-            cwd=config.path("."),
-            name=name,
-            start_timeout_s=30.0,  # an interpreter, pyarrow and the plugin's imports, on a busy machine
-            sandbox=sandbox,
-        )
-    with _classes_lock:
-        cls = _classes.get(key)
-        if cls is None:
-            cls = _classes[key] = plugin_class(role, launcher, doc=f"The sandboxed {role} {launcher.name}.")
-    return cls, "sandbox"
+        executable = Path(launcher.for_command(implementation).executable())  # PluginNotFound if missing
+        return launcher.for_command(implementation, sandbox=Sandbox(config, role, files=[executable]))
+    location = locate(role, implementation)
+    files, roots = location.files()
+    name = location.name
+    return launcher(
+        [sys.executable, "-m", "dativo", "plugin", "serve", "--role", role, "--name", name, name],
+        cwd=config.path("."),
+        name=name,
+        start_timeout_s=30.0,  # an interpreter, pyarrow and the plugin's imports, on a busy machine
+        sandbox=Sandbox(config, role, files=files, pythonpath=roots),
+    )
 
 
 def status_row() -> tuple[str, str, str]:

@@ -2,8 +2,9 @@
 
 ``dativo plugin serve pkg.mod:Class [pkg.mod:Other]`` loads a Reader and/or a Writer (a dotted path, an entry
 point or a built-in name, validated like any plugin) and serves it as ``docs/plugins/protocol.md`` says, with
-a :class:`pyarrow.flight.FlightServerBase`: it listens on ``$DATIVO_FLIGHT_SOCKET`` (or ``--listen``), prints
-its handshake line, and runs until ``shutdown``, or until its stdin reaches EOF when a host started it.
+a :class:`pyarrow.flight.FlightServerBase`: it listens on the socket ``$DATIVO_FLIGHT_SOCKET`` names (on
+``--listen`` when no host started it), prints its handshake line, and runs until ``shutdown``, or until its
+stdin reaches EOF when a host started it.
 Whatever the plugin raises becomes a ``DATIVO-ERROR`` line of the right kind, so the host raises the same
 error as if the plugin ran in its own process. This is how untrusted Python code runs in the sandbox.
 
@@ -13,7 +14,6 @@ stderr, which the host logs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -27,56 +27,45 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.flight as fl
 
-from dativo.api import CommitInfo, Context, Dataset, Split, WrittenFiles
-from dativo.errors import DativoError, PluginFailed, PluginIncompatible, PluginNotFound, SchemaMismatch
-from dativo.plugins.flight import (
-    ERROR_KINDS,
+from dativo.api import CommitInfo, Dataset, Role, Split, WrittenFiles
+from dativo.errors import (
+    DativoError,
+    PluginFailed,
+    PluginIncompatible,
+    PluginNotFound,
+    SchemaMismatch,
+    error_kind,
+    side,
+)
+from dativo.plugins.protocol import (
+    ACTIONS,
+    PROTOCOL_ENV,
     PROTOCOL_VERSION,
-    Role,
+    SOCKET_ENV,
+    commit_to_json,
+    context_from_json,
     dataset_from_json,
     dataset_to_json,
     dumps,
     error_line,
+    handshake_line,
+    is_abort,
     loads_object,
     schema_from_b64,
-    split_from_json,
+    split_of_command,
     split_to_json,
+    stage_of,
+    unix_location,
     written_from_json,
     written_to_json,
 )
 from dativo.registry import PluginSpec, resolve
 from dativo.secrets import redact
-from dativo.streams import arrow_batches  # the same normalisation the engine applies in process
-from dativo.streams import describe, schema_difference
+from dativo.streams import arrow_batches, describe, schema_difference  # the engine's own normalisation
 
 HARD_EXIT_S = 5.0
 """After a shutdown request, how long calls in flight may take before the process exits anyway."""
 log = logging.getLogger("dativo.plugins.serve")
-
-_ACTIONS = {
-    "health": "Is the plugin up? {} -> {ok, dativo_flight}",
-    "spec": "What the plugin is. {role?} -> {name, version, language, roles, api_version, config_schema}",
-    "configure": "Create the reader or writer. {role, options, settings, context} -> {}",
-    "check": "Is the source/target reachable? {role?} -> {}",
-    "discover": "Datasets of the reader. {} -> {datasets}",
-    "plan": "Splits of a dataset. {dataset, state} -> {splits}",
-    "prepare": "Create or evolve the target. {dataset, schema, mode} -> {}",
-    "state": "State of the last commit. {dataset} -> {state}",
-    "commit": "Publish files and state at once. {dataset, files, state, run_id} -> {commit_id, rows, no_op}",
-    "abort": "Discard written files. {files} -> {}",
-    "close": "Release the reader or writer. {role?} -> {}",
-    "shutdown": "Exit after answering. {} -> {}",
-}
-
-
-def _kind(exc: BaseException, stage: str) -> str:
-    """The protocol error kind of an exception raised by the plugin."""
-    if isinstance(exc, DativoError):
-        for cls in type(exc).__mro__:
-            if cls.__name__ in ERROR_KINDS and ERROR_KINDS[cls.__name__] is cls:
-                return cls.__name__
-    return "CommitStateUnknown" if stage == "commit" else "PluginFailed"
-
 
 def flight_error(exc: BaseException, stage: str) -> fl.FlightServerError:
     """The Flight error carrying ``exc`` as a ``DATIVO-ERROR`` line."""
@@ -91,7 +80,7 @@ def flight_error(exc: BaseException, stage: str) -> fl.FlightServerError:
         if isinstance(exc, MemoryError) and limit:  # served in a sandbox: name the limit it ran into
             message += f" (the sandbox allows {limit} MiB of address space: sandbox.memory_mb)"
             hint = "Raise sandbox.memory_mb if the plugin really needs more memory."
-    return fl.FlightServerError(error_line(_kind(exc, stage), message, hint))
+    return fl.FlightServerError(error_line(error_kind(exc, stage), message, hint))
 
 
 class PluginServer(fl.FlightServerBase):
@@ -143,15 +132,15 @@ class PluginServer(fl.FlightServerBase):
 
     def list_actions(self, context: fl.ServerCallContext) -> list[tuple[str, str]]:
         """The protocol's actions."""
-        return list(_ACTIONS.items())
+        return list(ACTIONS.items())
 
     def do_action(self, context: fl.ServerCallContext, action: fl.Action) -> Iterator[bytes]:
         """Answer one action with one JSON object."""
         kind = action.type
-        stage = {"configure": "load", "spec": "load", "health": "load"}.get(kind, kind)
+        stage = stage_of(kind)
         try:
             handler = getattr(self, f"_action_{kind}", None)
-            if kind not in _ACTIONS or handler is None:
+            if kind not in ACTIONS or handler is None:
                 raise PluginFailed(f"unknown action '{kind}'")
             body = loads_object(
                 action.body.to_pybytes() if action.body is not None else b"", f"the body of '{kind}'"
@@ -188,18 +177,9 @@ class PluginServer(fl.FlightServerBase):
         context = body.get("context") or {}
         if not (isinstance(options, dict) and isinstance(settings, dict) and isinstance(context, dict)):
             raise PluginFailed("configure: options, settings and context must be JSON objects")
-        config = spec.build_config(settings, options, section="source" if role == "reader" else "target")
-        plugin = str(context.get("plugin") or self.name)
-        ctx = Context(
-            job=str(context.get("job") or "job"),
-            run_id=str(context.get("run_id") or ""),
-            plugin=plugin,
-            logger=logging.getLogger(f"dativo.{role}.{self.name}"),  # the host's log names the job's plugin
-            settings=settings,
-            parallelism=int(context.get("parallelism") or 1),
-            cursor=context.get("cursor"),
-            work_dir=str(context.get("work_dir") or ".dativo"),
-        )
+        config = spec.build_config(settings, options, section=side(role).partition(".")[0])
+        logger = logging.getLogger(f"dativo.{role}.{self.name}")  # the host's log names the job's plugin
+        ctx = context_from_json(context, settings=settings, plugin=self.name, logger=logger)
         try:
             instance = spec.cls(config, ctx)
         except DativoError:
@@ -250,9 +230,7 @@ class PluginServer(fl.FlightServerBase):
         info = self._instance("writer").commit(
             dataset, files, body.get("state"), str(body.get("run_id") or "")
         )
-        if not isinstance(info, CommitInfo):
-            info = CommitInfo(commit_id=None)
-        return {"commit_id": info.commit_id, "rows": info.rows, "no_op": info.no_op}
+        return commit_to_json(info if isinstance(info, CommitInfo) else CommitInfo(commit_id=None))
 
     def _action_abort(self, body: dict[str, Any]) -> dict[str, Any]:
         self._instance("writer").abort([written_from_json(f) for f in body.get("files") or []])
@@ -275,7 +253,7 @@ class PluginServer(fl.FlightServerBase):
     def do_get(self, context: fl.ServerCallContext, ticket: fl.Ticket) -> fl.FlightDataStream:
         """Stream one split's batches."""
         try:
-            split = split_from_json(loads_object(ticket.ticket, "the ticket").get("split"))
+            split = split_of_command(ticket.ticket, "the ticket")
             reader = self._instance("reader")
             schema, batches = arrow_batches(reader.read(split))
             if schema is None:  # a generator: the first batch decides, as in process
@@ -326,16 +304,14 @@ class PluginServer(fl.FlightServerBase):
                     chunk = reader.read_chunk()
                 except StopIteration:
                     return
-                if chunk.app_metadata is not None:
-                    note = json.loads(chunk.app_metadata.to_pybytes() or b"{}")
-                    if isinstance(note, dict) and note.get("abort"):
-                        abandoned.set()
-                        raise PluginFailed(f"the host abandoned split '{split.id}' (its source failed)")
+                if chunk.app_metadata is not None and is_abort(chunk.app_metadata.to_pybytes()):
+                    abandoned.set()
+                    raise PluginFailed(f"the host abandoned split '{split.id}' (its source failed)")
                 if chunk.data is not None:
                     yield chunk.data
 
         try:
-            split = split_from_json(loads_object(descriptor.command or b"", "the descriptor").get("split"))
+            split = split_of_command(descriptor.command or b"", "the descriptor")
             stream = pa.RecordBatchReader.from_batches(reader.schema, batches())
             written = self._instance("writer").write(split, stream)
             if abandoned.is_set():  # the plugin swallowed the abort: its files are not a complete split
@@ -396,10 +372,14 @@ def _private_stdout() -> TextIO:
 
 
 def _listen_location(listen: str | None) -> str:
-    if listen:
-        return listen
-    socket = os.environ.get("DATIVO_FLIGHT_SOCKET")
-    return f"grpc+unix://{socket}" if socket else "grpc://127.0.0.1:0"
+    """The socket a host that started us names (``--listen`` cannot move it), else ``--listen`` or a port."""
+    socket = os.environ.get(SOCKET_ENV)
+    if not socket:
+        return listen or "grpc://127.0.0.1:0"
+    if listen and listen != unix_location(socket):
+        log.warning("ignoring --listen %s: the host that started this plugin connects only to $%s", listen,
+                    SOCKET_ENV)
+    return unix_location(socket)
 
 
 def _bound_location(location: str, port: int) -> str:
@@ -434,7 +414,8 @@ def serve(
 
     Args:
         targets: A reader and/or a writer: ``package.module:Class``, entry point or built-in name.
-        listen: Where to listen; default ``grpc+unix://$DATIVO_FLIGHT_SOCKET``, else ``grpc://127.0.0.1:0``.
+        listen: Where to listen when no host started us (``grpc://127.0.0.1:0`` if not given); a host's
+            ``$DATIVO_FLIGHT_SOCKET`` always wins, since the host connects nowhere else.
         role: Serve only this role of the targets.
         name: The plugin's name (default: the first target).
         exit_on_stdin_eof: Exit when stdin reaches EOF; default: when a host started us (``DATIVO_PROTOCOL``).
@@ -445,10 +426,11 @@ def serve(
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))  # the host reads the level
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)  # as `dativo run` in process
     logging.getLogger("dativo").setLevel(logging.DEBUG if debug else logging.INFO)
-    hosted = "DATIVO_PROTOCOL" in os.environ
+    hosted = PROTOCOL_ENV in os.environ
+    listen = _listen_location(listen)
     try:
         specs = _load(targets, role)
-        server = PluginServer(_listen_location(listen), specs, name=name or targets[0])
+        server = PluginServer(listen, specs, name=name or targets[0])
     except DativoError as exc:
         print(f"Error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return exc.exit_code
@@ -460,19 +442,14 @@ def serve(
         )
         return 1
     first = next(iter(specs.values()))
-    handshake = {
-        "dativo_flight": PROTOCOL_VERSION,
-        "location": _bound_location(_listen_location(listen), server.port),
-        "name": server.name,
-        "version": first.version,
-    }
-    handshake_out.write(json.dumps(handshake) + "\n")
+    location = _bound_location(listen, server.port)
+    handshake_out.write(handshake_line(location, name=server.name, version=first.version) + "\n")
     handshake_out.close()  # the host's stdout pipe sees EOF: every later print goes to stderr
     log.log(
         logging.DEBUG if hosted else logging.INFO,
         "serving %s on %s",
         " and ".join(f"{r} {s.name}" for r, s in specs.items()),
-        handshake["location"],
+        location,
     )
     if exit_on_stdin_eof if exit_on_stdin_eof is not None else hosted:
         threading.Thread(

@@ -6,7 +6,6 @@ Use it in a job as ``target.writer.implementation: hsm_encrypted``; read the dat
 
 from dativo_hsm.hsm import DecryptionFailed, HsmSettings, Keyring
 from dativo_hsm.read import committed_files, read_encrypted
-from dativo_hsm.store import S3Options
 from dativo_hsm.writer import HsmEncryptedWriter, HsmWriterConfig
 
 __all__ = [
@@ -15,7 +14,6 @@ __all__ = [
     "HsmSettings",
     "HsmWriterConfig",
     "Keyring",
-    "S3Options",
     "committed_files",
     "read_encrypted",
 ]

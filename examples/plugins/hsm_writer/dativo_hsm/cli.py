@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from dativo.api import S3Settings
 from dativo.errors import DativoError
 
 from dativo_hsm.read import read_encrypted
-from dativo_hsm.store import S3Options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     s3 = None
     if args.path.startswith("s3://"):
-        s3 = S3Options(endpoint=args.s3_endpoint, region=args.s3_region, path_style=args.s3_path_style,
-                       access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
-                       secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"))
+        s3 = S3Settings(endpoint=args.s3_endpoint, region=args.s3_region, path_style=args.s3_path_style,
+                        access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+                        secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"))
     try:
         table = read_encrypted(args.path, pkcs11_library=args.pkcs11_library, token_label=args.token_label,
                                key_label=args.key_label, pin=pin, s3=s3)

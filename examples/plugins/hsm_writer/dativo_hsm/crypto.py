@@ -15,7 +15,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.parquet.encryption as pe
 
-from dativo_hsm.hsm import Keyring
+from dativo_hsm.hsm import DecryptionFailed, Keyring
 
 ALGORITHM = "AES_GCM_V1"  # GCM for pages and metadata: confidentiality and integrity
 
@@ -30,8 +30,6 @@ class HsmKmsClient(pe.KmsClient):
     def _check_label(self, master_key_identifier: str) -> None:
         if master_key_identifier != self.keyring.settings.key_label:
             # The label stored in the file names another key: say so instead of a bare integrity failure.
-            from dativo_hsm.hsm import DecryptionFailed
-
             raise DecryptionFailed(
                 f"the file's data keys are wrapped by HSM key '{master_key_identifier}', "
                 f"not by '{self.keyring.settings.key_label}'",

@@ -7,17 +7,16 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from dativo.api import CommitRecord, S3Settings, open_store
 from pydantic import SecretStr
 
 from dativo_hsm.crypto import decryption_properties
 from dativo_hsm.hsm import HsmSettings, Keyring
-from dativo_hsm.store import S3Options, Store
 
 
-def committed_files(path: str, *, s3: S3Options | Mapping[str, Any] | None = None) -> list[str]:
+def committed_files(path: str, *, s3: S3Settings | Mapping[str, Any] | None = None) -> list[str]:
     """The data files of a target's committed runs, oldest run first (no HSM needed: names only)."""
-    store = Store(path, S3Options.model_validate(dict(s3)) if isinstance(s3, Mapping) else s3)
-    return [file for record in reversed(store.live(store.records())) for file in store.files_of(record)]
+    return open_store(path, s3).committed_files()
 
 
 def read_encrypted(
@@ -27,7 +26,7 @@ def read_encrypted(
     token_label: str,
     pin: str | SecretStr,
     key_label: str = "",
-    s3: S3Options | Mapping[str, Any] | None = None,
+    s3: S3Settings | Mapping[str, Any] | None = None,
 ) -> pa.Table:
     """Decrypt and read every committed row of an ``hsm_encrypted`` target.
 
@@ -37,7 +36,7 @@ def read_encrypted(
         token_label: The token holding the key-encryption key.
         pin: The token's user PIN.
         key_label: The key-encryption key's label (files name it too; this only checks it matches).
-        s3: Endpoint and credentials for an ``s3://`` path (:class:`S3Options` or its dict).
+        s3: Endpoint and credentials for an ``s3://`` path (:class:`dativo.api.S3Settings` or its dict).
 
     Returns:
         The rows of the live commits, oldest run first.
@@ -47,16 +46,15 @@ def read_encrypted(
         dativo.errors.ConnectionFailed: The PIN was refused.
         dativo_hsm.DecryptionFailed: The files were encrypted under another key.
     """
-    options = S3Options.model_validate(dict(s3)) if isinstance(s3, Mapping) else s3
-    store = Store(path, options)
-    records = store.live(store.records())
+    store = open_store(path, s3)
+    live = store.live()
     settings = HsmSettings(pkcs11_library=pkcs11_library, token_label=token_label,
-                           key_label=key_label or _key_label(records), pin=pin)
+                           key_label=key_label or _key_label([record for record, _ in live]), pin=pin)
     tables = []
     with Keyring(settings, allow_extractable_key=True) as keyring:  # reading: any key that opens the files
         decryption = decryption_properties(keyring)
-        for record in reversed(records):
-            for file in store.files_of(record):
+        for _, files in reversed(live):
+            for file in files:
                 with store.fs.open_input_file(file) as handle:
                     tables.append(pq.read_table(handle, decryption_properties=decryption))
     if not tables:
@@ -64,9 +62,9 @@ def read_encrypted(
     return pa.concat_tables(tables)
 
 
-def _key_label(records: list[dict[str, Any]]) -> str:
+def _key_label(records: list[CommitRecord]) -> str:
     for record in records:
-        label = record.get("sealed", {}).get("key")
+        label = record.extra.get("sealed", {}).get("key")
         if label:
             return str(label)
     return ""

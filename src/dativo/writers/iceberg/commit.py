@@ -4,12 +4,23 @@ State and idempotency live in the snapshot summary, so they are published atomic
 
 - ``dativo.run-id``: the run that made the snapshot;
 - ``dativo.job``: the job's name;
+- ``dativo.dataset``: the source dataset the snapshot published (several may feed one table);
 - ``dativo.state``: the JSON of the state the run committed (``null`` when it had none);
 - ``dativo.mode``: ``append``, ``overwrite`` or ``merge``.
 
-A run is committed when a snapshot in the current snapshot's ancestry carries its job and run id; the
-state of a job is the ``dativo.state`` of the newest such snapshot of that job (snapshots of other
-writers in between are skipped). Rolling the table back past a run therefore also rolls back its state.
+A run has committed a dataset when a snapshot in the current snapshot's ancestry carries its job, run id
+and dataset; the state of a job's dataset is the ``dativo.state`` of the newest such snapshot (snapshots of
+other writers, jobs and datasets in between are skipped; a snapshot without ``dativo.dataset``, written
+before it existed, counts for every dataset of its job). Rolling the table back past a run therefore also
+rolls back its state.
+
+**Overlapping runs.** The commit is a compare-and-swap on the state the run started from: when the writer
+told the engine a dataset's state (:meth:`IcebergWriter.state`), the commit first checks, on the freshly
+loaded table, that this is still the newest state of that job and dataset, and the catalog then accepts
+the new metadata only if no other commit landed since that load. A run that loses the race publishes
+nothing (``CommitFailed``): the winner's rows are not read and appended twice. Such a commit does not let
+pyiceberg rebase it onto a newer table by itself; on a conflict it reloads the table and checks the state
+again: another dataset's or writer's commit is retried on top, another run of the same dataset wins.
 
 Modes, each one catalog commit (one Iceberg transaction, one snapshot):
 
@@ -58,6 +69,7 @@ from dativo.writers.iceberg.files import DataFileWriter
 
 RUN_ID = "dativo.run-id"
 JOB = "dativo.job"
+DATASET = "dativo.dataset"
 STATE = "dativo.state"
 MODE = "dativo.mode"
 
@@ -81,37 +93,55 @@ def ancestry(metadata: TableMetadata) -> Iterator[Snapshot]:
     yield from ancestors_of(metadata.current_snapshot(), metadata)
 
 
-def find_run(metadata: TableMetadata, job: str, run_id: str) -> Snapshot | None:
-    """The snapshot in the current ancestry that ``job``'s run ``run_id`` committed, if any."""
+def _ours(snapshot: Snapshot, job: str, dataset: str | None) -> bool:
+    """Whether ``snapshot`` is a commit of ``job``'s ``dataset`` (any dataset when ``None``)."""
+    summary = snapshot.summary
+    if summary is None or summary.get(JOB) != job:
+        return False
+    committed = summary.get(DATASET)
+    return dataset is None or committed is None or committed == dataset
+
+
+def find_run(metadata: TableMetadata, job: str, run_id: str, dataset: str | None = None) -> Snapshot | None:
+    """The snapshot in the current ancestry in which ``job``'s run ``run_id`` committed ``dataset``."""
     for snapshot in ancestry(metadata):
-        summary = snapshot.summary
-        if summary is not None and summary.get(RUN_ID) == run_id and summary.get(JOB) == job:
+        if _ours(snapshot, job, dataset) and snapshot.summary.get(RUN_ID) == run_id:  # type: ignore[union-attr]
             return snapshot
     return None
 
 
-def last_state(metadata: TableMetadata, job: str) -> tuple[bool, State | None]:
-    """``(found, state)`` of the newest snapshot of ``job`` in the current ancestry."""
+def last_state(metadata: TableMetadata, job: str, dataset: str | None = None) -> tuple[bool, State | None]:
+    """``(found, state)`` of the newest snapshot of ``job``'s ``dataset`` in the current ancestry."""
     for snapshot in ancestry(metadata):
-        summary = snapshot.summary
-        if summary is not None and summary.get(JOB) == job:
-            text = summary.get(STATE)
+        if _ours(snapshot, job, dataset):
+            text = snapshot.summary.get(STATE)  # type: ignore[union-attr]
             return True, (json.loads(text) if text else None)
     return False, None
 
 
-def snapshot_properties(job: str, run_id: str, state: State | None, mode: Mode) -> dict[str, str]:
+def snapshot_properties(
+    job: str, run_id: str, state: State | None, mode: Mode, dataset: str | None = None
+) -> dict[str, str]:
     """The summary properties that make a snapshot a Dativo commit."""
-    return {
+    props = {
         RUN_ID: run_id,
         JOB: job,
         STATE: json.dumps(state, sort_keys=True, separators=(",", ":"), default=str),
         MODE: mode,
     }
+    if dataset is not None:
+        props[DATASET] = dataset
+    return props
 
 
-def live_data_files(table: Table) -> list[DataFile]:
-    """Every data file of the current snapshot."""
+def _same_state(a: State | None, b: State | None) -> bool:
+    """States compare as committed: through their JSON."""
+    dump = lambda value: json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)  # noqa: E731
+    return dump(a) == dump(b)
+
+
+def live_data_files(table: Table, *, keep_snapshots: frozenset[int] = frozenset()) -> list[DataFile]:
+    """Every data file of the current snapshot, except those added by the snapshots in ``keep_snapshots``."""
     snapshot = table.current_snapshot()
     if snapshot is None:
         return []
@@ -120,9 +150,17 @@ def live_data_files(table: Table) -> list[DataFile]:
         if manifest.content != ManifestContent.DATA:
             continue
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            if entry.data_file.content == DataFileContent.DATA:
+            if entry.data_file.content == DataFileContent.DATA and entry.snapshot_id not in keep_snapshots:
                 files.append(entry.data_file)
     return files
+
+
+def run_snapshots(metadata: TableMetadata, job: str, run_id: str) -> frozenset[int]:
+    """The snapshots in the current ancestry that ``job``'s run ``run_id`` made (one per dataset)."""
+    return frozenset(
+        s.snapshot_id for s in ancestry(metadata)
+        if s.summary is not None and s.summary.get(JOB) == job and s.summary.get(RUN_ID) == run_id
+    )
 
 
 def _comparable(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -225,6 +263,25 @@ def plan_merge(
     return deleted, writer.data_files, writer
 
 
+CAS_ATTEMPTS = 5
+"""Commits of a compare-and-swap run tried on a table that other writers keep changing."""
+
+
+class Conflict(Exception):
+    """A compare-and-swap commit met a table that changed since it was loaded: reload, then commit again.
+
+    :func:`commit` checks the state again on the reloaded table, so a retry publishes only if no other run
+    of the same job and dataset got there first.
+    """
+
+
+def _without_retries(table: Table) -> Table:
+    """``table`` whose commits pyiceberg does not retry on a newer version (in memory only)."""
+    properties = {**table.metadata.properties, "commit.retry.num-retries": "0"}
+    metadata = table.metadata.model_copy(update={"properties": properties})
+    return Table(table.name(), metadata, table.metadata_location, table.io, table.catalog, config=table.config)
+
+
 def commit(
     table: Table,
     files: list[DataFile],
@@ -237,6 +294,8 @@ def commit(
     new_writer: WriterFactory,
     reload: Callable[[], Table],
     logger: logging.Logger,
+    dataset: str | None = None,
+    started_from: tuple[bool, State | None] | None = None,
 ) -> CommitInfo:
     """Publish ``files`` and ``state`` in one Iceberg commit (see the module docstring).
 
@@ -251,22 +310,39 @@ def commit(
         new_writer: Makes a data-file writer for rewritten files (``merge``).
         reload: Loads the table again, to settle an unclear commit outcome.
         logger: Where to say what was committed.
+        dataset: The source dataset (several may feed one table: each keeps its own state and run ids).
+        started_from: ``(found, state)`` the run started from; the commit is refused when another run of
+            the job has committed this dataset since (see the module docstring). ``None``: not checked.
 
     Raises:
         CommitFailed: Nothing was published.
         CommitStateUnknown: The outcome could not be determined; rerun with the same run id.
+        Conflict: With ``started_from``, the table changed since it was loaded (nothing was published).
     """
-    done = find_run(table.metadata, job, run_id)
+    done = find_run(table.metadata, job, run_id, dataset)
     if done is not None:
         logger.info("run %s was already committed as snapshot %s; nothing to do", run_id, done.snapshot_id)
         return CommitInfo(commit_id=str(done.snapshot_id), rows=0, no_op=True)
+    if started_from is not None:
+        now = last_state(table.metadata, job, dataset)
+        if now[0] != started_from[0] or not _same_state(now[1], started_from[1]):
+            if not files and mode != "overwrite":  # nothing to add: the other run's state simply stays
+                logger.info("%s: another run committed meanwhile and this one has no rows", _what(dataset))
+                current = table.current_snapshot()
+                return CommitInfo(commit_id=str(current.snapshot_id) if current else None, rows=0)
+            raise CommitFailed(
+                f"another run of job '{job}' committed {_what(dataset)} to table {'.'.join(table.name())} "
+                f"after this run started, so this run's rows may repeat its rows",
+                hint="Nothing was published. Run the job again: it continues from the newer state "
+                "(avoid overlapping runs of one incremental job).",
+            )
 
     rows = sum(f.record_count for f in files)
     current = table.current_snapshot()
     if not files and mode != "overwrite":
-        found, previous = last_state(table.metadata, job)
+        found, previous = last_state(table.metadata, job, dataset)
         if state is None or (found and previous == state):
-            logger.info("no rows and no new state: nothing to commit")
+            logger.info("%s: no rows and no new state, nothing to commit", _what(dataset))
             return CommitInfo(commit_id=str(current.snapshot_id) if current else None, rows=0)
 
     if mode == "merge" and not primary_key:
@@ -275,17 +351,17 @@ def commit(
             hint="Declare a primary key in the source, or use mode 'append' or 'overwrite'",
         )
 
-    props = snapshot_properties(job, run_id, state, mode)
+    props = snapshot_properties(job, run_id, state, mode, dataset)
     rewriter: DataFileWriter | None = None
     deleted: list[DataFile] = []
     added: list[DataFile] = list(files)
-    if mode == "overwrite":
-        deleted = live_data_files(table)
+    if mode == "overwrite":  # what this run's other datasets published into the same table stays
+        deleted = live_data_files(table, keep_snapshots=run_snapshots(table.metadata, job, run_id))
     elif mode == "merge" and files:
         deleted, rewritten, rewriter = plan_merge(table, files, primary_key, new_writer, logger)
         added = rewritten + added
 
-    tx = table.transaction()
+    tx = (_without_retries(table) if started_from is not None else table).transaction()
     update = tx.update_snapshot(snapshot_properties=props)
     try:
         if deleted or mode == "overwrite":
@@ -301,12 +377,14 @@ def commit(
         committed = tx.commit_transaction()
     except (CommitFailedException, ValidationException) as exc:
         _discard(rewriter)
+        if started_from is not None and isinstance(exc, CommitFailedException):
+            raise Conflict() from exc
         raise CommitFailed(
             f"the commit to table {'.'.join(table.name())} was refused: {_line(exc)}",
             hint="Nothing was published; rerun the job",
         ) from None
     except Exception as exc:  # settle what happened before saying anything
-        snapshot = _settle(reload, job, run_id)
+        snapshot = _settle(reload, job, run_id, dataset)
         if snapshot is not None and snapshot is not _UNKNOWN:
             logger.warning(
                 "the commit reported %s but snapshot %s is in the table", _line(exc), snapshot.snapshot_id
@@ -323,7 +401,7 @@ def commit(
             hint="Nothing was published; rerun the job",
         ) from None
 
-    snapshot = find_run(committed.metadata, job, run_id)
+    snapshot = find_run(committed.metadata, job, run_id, dataset)
     snapshot_id = snapshot.snapshot_id if snapshot is not None else committed.current_snapshot().snapshot_id
     logger.info(
         "committed snapshot %s to %s (%s): %d rows in %d new files, %d files replaced",
@@ -340,10 +418,14 @@ def commit(
 _UNKNOWN: Any = object()
 
 
-def _settle(reload: Callable[[], Table], job: str, run_id: str) -> Snapshot | None:
+def _what(dataset: str | None) -> str:
+    return f"dataset '{dataset}'" if dataset else "its data"
+
+
+def _settle(reload: Callable[[], Table], job: str, run_id: str, dataset: str | None) -> Snapshot | None:
     """After an unclear failure: the run's snapshot if it landed, ``None`` if not, else ``_UNKNOWN``."""
     try:
-        return find_run(reload().metadata, job, run_id)
+        return find_run(reload().metadata, job, run_id, dataset)
     except Exception:  # the table cannot be read: the outcome stays unknown
         return _UNKNOWN
 
@@ -359,7 +441,10 @@ def _line(exc: BaseException) -> str:
 
 
 __all__ = [
+    "CAS_ATTEMPTS",
+    "DATASET",
     "JOB",
+    "Conflict",
     "MODE",
     "RUN_ID",
     "STATE",
@@ -368,5 +453,6 @@ __all__ = [
     "find_run",
     "last_state",
     "live_data_files",
+    "run_snapshots",
     "snapshot_properties",
 ]

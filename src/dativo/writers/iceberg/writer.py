@@ -34,7 +34,9 @@ from dativo.errors import (
     DativoError,
     PluginFailed,
 )
+from dativo.maintenance import MaintenancePolicy, MaintenanceResult
 from dativo.writers.iceberg import commit as commits
+from dativo.writers.iceberg import maintain as maintenance
 from dativo.writers.iceberg import partitioning
 from dativo.writers.iceberg.catalog import (
     CatalogConfig,
@@ -110,6 +112,7 @@ class IcebergWriter(Writer):
         self._handle: CatalogHandle | None = None
         self._tables: dict[str, Table] = {}
         self._modes: dict[str, Mode] = {}
+        self._started: dict[str, tuple[bool, State | None]] = {}  # what state() told the engine, per dataset
 
     # -- contract ---------------------------------------------------------------------------------
 
@@ -214,6 +217,8 @@ class IcebergWriter(Writer):
             CommitFailed: Nothing was published.
             CommitStateUnknown: The outcome is unknown; rerun with the same run id.
         """
+        with self._lock:  # the state this run read (if it read one): each state() answers one commit
+            started = self._started.pop(dataset.name, None)
         with self._errors("commit"):
             handle = self._catalog()
             identifier = self.identifier(dataset.name)
@@ -233,27 +238,54 @@ class IcebergWriter(Writer):
                 ) from None
             data_files = [f for part in files for f in self._data_files(table, part)]
             options = self._options()
-            return commits.commit(
-                table,
-                data_files,
-                mode=self._mode(dataset.name),
-                state=state,
-                job=self.ctx.job,
-                run_id=run_id,
-                primary_key=tuple(dataset.primary_key),
-                new_writer=lambda metadata: DataFileWriter(metadata, table.io, options, new_prefix("merge")),
-                reload=lambda: handle.catalog.load_table(identifier),
-                logger=self.ctx.logger,
+            for _ in range(commits.CAS_ATTEMPTS):
+                try:
+                    return commits.commit(
+                        table,
+                        data_files,
+                        mode=self._mode(dataset.name),
+                        state=state,
+                        job=self.ctx.job,
+                        run_id=run_id,
+                        primary_key=tuple(dataset.primary_key),
+                        new_writer=lambda metadata: DataFileWriter(metadata, table.io, options, new_prefix("merge")),
+                        reload=lambda: handle.catalog.load_table(identifier),
+                        logger=self.ctx.logger,
+                        dataset=dataset.name,
+                        started_from=started,
+                    )
+                except commits.Conflict:  # another commit landed: check the state again on the new table
+                    table = handle.catalog.load_table(identifier)
+            raise CommitFailed(
+                f"table {'.'.join(identifier)} kept changing under the commit of dataset '{dataset.name}'",
+                hint="Nothing was published; rerun the job when fewer writers commit to the table at once",
             )
 
     def state(self, dataset: Dataset) -> State | None:
-        """The ``dativo.state`` of this job's newest snapshot in the table's current ancestry."""
+        """The ``dativo.state`` of this job's newest snapshot of ``dataset`` in the table's current ancestry.
+
+        The commit of this run then checks that it is still the newest (no overlapping run moved it).
+        """
         with self._errors("state"):
             try:
                 table = self._catalog().catalog.load_table(self.identifier(dataset.name))
             except (NoSuchTableError, NoSuchNamespaceError):
-                return None
-            return commits.last_state(table.metadata, self.ctx.job)[1]
+                started: tuple[bool, State | None] = (False, None)
+            else:
+                started = commits.last_state(table.metadata, self.ctx.job, dataset.name)
+            with self._lock:
+                self._started[dataset.name] = started
+            return started[1]
+
+    def maintain(self, dataset: Dataset, policy: MaintenancePolicy, *, dry_run: bool) -> MaintenanceResult:
+        """Expire old snapshots and delete orphan files of ``dataset``'s table (see ``iceberg.maintain``)."""
+        with self._errors("maintain"):
+            identifier = self.identifier(dataset.name)
+            try:
+                table = self._catalog().catalog.load_table(identifier)
+            except (NoSuchTableError, NoSuchNamespaceError):
+                return MaintenanceResult(target=".".join(identifier), dry_run=dry_run)
+            return maintenance.maintain(table, policy, dry_run=dry_run, logger=self.ctx.logger)
 
     def abort(self, files: list[WrittenFiles]) -> None:
         """Delete the data files of ``files`` (written, never committed)."""

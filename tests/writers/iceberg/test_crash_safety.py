@@ -33,7 +33,7 @@ from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
 from tests.fixtures.postgres import PgSchema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DATIVO = Path(sys.executable).with_name("dativo")
 CRASHING = "tests.fixtures.crashing"
 KILLED = -signal.SIGKILL

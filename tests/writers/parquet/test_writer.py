@@ -17,7 +17,7 @@ import yaml
 from dativo.api import CommitInfo, Context, Dataset, Split, WrittenFiles
 from dativo.errors import ConfigError, ConnectionFailed, SchemaMismatch
 from dativo.registry import resolve
-from dativo.writers.parquet import MARKER, ParquetWriter, exchange
+from dativo.writers.parquet import MARKER, ParquetWriter
 from tests.conftest import read_parquet_dir
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
@@ -170,7 +170,7 @@ def test_overwrite_replaces_everything_in_one_exchange(tmp_path: Path) -> None:
     assert folders(target) == ["000003-r3"]
     assert ids_in(target) == [7, 8, 9]
     assert target.stat().st_ino != inode  # a new directory was swapped in, not emptied and refilled
-    assert sorted(os.listdir(target.parent)) == ["items"]  # no .items.dativo-* left behind
+    assert sorted(os.listdir(target.parent)) == [".items.dativo.lock", "items"]  # no .items.dativo-* left
     assert json.loads((target / "000003-r3" / MARKER).read_text())["mode"] == "overwrite"
     run(target, "r4", [10])
     assert ids_in(target) == [7, 8, 9, 10]
@@ -180,17 +180,6 @@ def test_overwrite_of_a_new_target(tmp_path: Path) -> None:
     target = tmp_path / "new"
     run(target, "r1", [5], mode="overwrite")
     assert ids_in(target) == [5]
-
-
-def test_exchange_swaps_two_directories(tmp_path: Path) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
-    (a / "from_a").write_text("a")
-    (b / "from_b").write_text("b")
-    exchange(a, b)
-    assert os.listdir(a) == ["from_b"] and os.listdir(b) == ["from_a"]
-    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
 
 
 def test_merge_is_refused(tmp_path: Path) -> None:

@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from dativo.api import CommitInfo, Context, Dataset, Split, WrittenFiles
-from dativo.errors import CommitFailed, ConfigError, ConnectionFailed, SchemaMismatch
+from dativo.errors import CommitFailed, CommitStateUnknown, ConfigError, ConnectionFailed, SchemaMismatch
 from dativo.registry import resolve
-from dativo.storage.s3 import S3Settings
+from dativo.storage import CommitRecord, S3Settings, S3Store
 from dativo.writers.parquet import MARKER, ParquetWriter, read_committed
-from dativo.writers.parquet_s3 import S3Target
 from tests.fixtures.s3 import S3Server
+from tests.storage.helpers import RefusingLog
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
 ITEMS = Dataset("items", SCHEMA)
@@ -100,17 +100,19 @@ def test_overwrite_replaces_every_older_run(s3_server: S3Server, url: str) -> No
     assert committed_ids(s3_server, url) == [7, 8, 9]
 
 
-def test_a_kill_after_the_log_put_is_finished_by_the_next_run(
+def test_a_roll_forward_that_keeps_failing_after_the_log_put_is_finished_by_the_next_run(
     s3_server: S3Server, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The commit point is the log object: files still staged are served from the staging, then moved."""
     run(s3_server, url, "r1", [1])
 
-    def killed(self: S3Target, record: dict[str, Any], staging_id: str) -> None:
-        raise OSError("connection reset")  # the process died right after the PUT of the log entry
+    def lost(self: S3Store, record: CommitRecord) -> None:
+        raise OSError("connection reset")  # the object store went away right after the PUT of the log entry
 
-    monkeypatch.setattr(S3Target, "_roll_forward", killed)
-    assert run(s3_server, url, "r2", [2, 3]).commit_id == "000002-r2"
+    monkeypatch.setattr(S3Store, "roll_forward", lost)
+    with pytest.raises(CommitStateUnknown, match="run r2 is committed") as caught:
+        run(s3_server, url, "r2", [2, 3])
+    assert "a reader that lists the prefix sees at most part of it" in str(caught.value)
     assert committed_ids(s3_server, url) == [1, 2, 3]  # committed: read whole, from its staging
     assert listed_ids(s3_server, url) == [1]  # a listing reader never sees a staged file
     monkeypatch.undo()
@@ -119,21 +121,6 @@ def test_a_kill_after_the_log_put_is_finished_by_the_next_run(
     writer.prepare(ITEMS, SCHEMA, "append")  # the next run moves r2's files into place
     assert listed_ids(s3_server, url) == committed_ids(s3_server, url) == [1, 2, 3]
     assert not [k for k in keys(s3_server, url) if "staging" in k]
-
-
-class RefusingLog:
-    """The server's file system, except that it refuses every PUT of a commit-log object."""
-
-    def __init__(self, fs: pafs.FileSystem) -> None:
-        self.fs = fs
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fs, name)
-
-    def open_output_stream(self, path: str, *args: Any, **kwargs: Any) -> Any:
-        if "/_dativo/log/" in path:
-            raise OSError("AWS Error ACCESS_DENIED during PutObject operation")
-        return self.fs.open_output_stream(path, *args, **kwargs)
 
 
 def test_a_failed_log_put_publishes_nothing(s3_server: S3Server, url: str) -> None:
@@ -160,10 +147,10 @@ def test_a_commit_slot_taken_meanwhile_is_never_overwritten(s3_server: S3Server,
     with s3_server.filesystem().open_output_stream(log_entry) as stream:
         stream.write(json.dumps(other).encode())
     # a record computed before the other commit landed: refused, the other commit stays
-    target = S3Target(url, S3Settings.model_validate(s3_server.settings()))
+    target = S3Store(url, S3Settings.model_validate(s3_server.settings()))
     stale = {**other, "job": "items", "run_id": "r2", "folder": "000002-r2", "files": ["part-0-00000.parquet"]}
     with pytest.raises(CommitFailed, match="taken by another run"):
-        target.publish(stale, "r2")
+        target.publish(CommitRecord.from_json(stale))
     assert json.loads(s3_server.filesystem().open_input_stream(log_entry).read())["run_id"] == "x"
     # the writer computes its slot when it commits: it takes the next free one
     assert writer.commit(ITEMS, [written], None, "r2").commit_id == "000003-r2"

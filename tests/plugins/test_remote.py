@@ -1,4 +1,5 @@
-"""Out-of-process plugins through the engine: the same rows, the same errors, the same guarantees as in process."""
+"""Out-of-process plugins (``dativo.plugins.remote``) through the engine: the same rows, the same errors, the same
+guarantees as in process."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from dativo.errors import (
     PluginFailed,
     SchemaMismatch,
 )
-from dativo.registry import resolve
+from dativo.plugins.host import PluginHost
 from dativo.report import RunReport
 from tests.conftest import read_parquet_dir
 from tests.plugins.fixtures_flight import ROOT, plugin_children, served, serve_command
@@ -186,10 +187,10 @@ def test_a_running_plugin_over_tcp(workdir: Path) -> None:
 
 
 def test_the_plugins_spec_describes_the_class(workdir: Path) -> None:
-    spec = resolve(
-        "reader", PluginCommand(command=serve_command(f"{PLUGINS}:GoodReader"), env={"PYTHONPATH": str(ROOT)})
-    )
-    try:
+    with PluginHost() as host:  # closing it stops the process started to learn the spec
+        spec = host.resolve(
+            "reader", PluginCommand(command=serve_command(f"{PLUGINS}:GoodReader"), env={"PYTHONPATH": str(ROOT)})
+        )
         assert (spec.origin, spec.language, spec.version, spec.api_version) == (
             "process",
             "python",
@@ -197,10 +198,6 @@ def test_the_plugins_spec_describes_the_class(workdir: Path) -> None:
             ">=1,<2",
         )
         assert set(spec.cls.Config.model_json_schema()["properties"]) == {"rows", "batch_size"}
-    finally:
-        conn = spec.cls._adopt()  # the connection it opened to learn that waits for an instance: close it
-        assert conn is not None
-        conn.close(shutdown=True)
 
 
 def test_a_writer_cannot_be_a_reader(workdir: Path) -> None:
@@ -321,10 +318,7 @@ def test_a_plugin_that_forbids_fallback_is_not_replaced(workdir: Path) -> None:
 
 
 def test_plugins_info_shows_the_plugins_own_options(cli: Callable[..., Any]) -> None:
-    from tests.plugins.fixtures_flight import ExecutableNumbers
-
-    result = cli("plugins", "info", f"{FIXTURES}:ExecutableNumbers")
-    ExecutableNumbers.discard()  # a CLI process would exit; this test process must not keep the plugin
+    result = cli("plugins", "info", f"{FIXTURES}:ExecutableNumbers")  # its host stops the plugin it asked
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert (info["language"], info["version"]) == ("python", "2.0.1")
