@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,9 +32,9 @@ from pydantic import (
 
 from dativo import secrets
 from dativo.errors import ConfigError
-from dativo.yamlfile import load_document
+from dativo.substitution import substitute
+from dativo.yamlfile import Located, index_lines, load_document
 
-_SUBSTITUTION = re.compile(r"\$\{(?P<body>[^}]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
@@ -375,107 +374,6 @@ class JobConfig(_Strict):
         return self._path
 
 
-# --- YAML positions ---------------------------------------------------------------------------------
-
-
-def _index_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
-    out.setdefault(prefix, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = (*prefix, str(key.value))
-            out[path] = key.start_mark.line + 1
-            _index_lines(value, path, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _index_lines(item, (*prefix, str(i)), out)
-
-
-class Located:
-    """Maps YAML paths (``source.reader.options``) to line numbers for messages."""
-
-    def __init__(self, source: Path | None, lines: dict[tuple[str, ...], int]) -> None:
-        self.source = source
-        self.lines = lines
-
-    def where(self, path: Iterable[str | int]) -> str:
-        parts = tuple(str(p) for p in path)
-        dotted = ".".join(parts) or "(top level)"
-        while parts and parts not in self.lines:
-            parts = parts[:-1]
-        line = self.lines.get(parts)
-        return f"{dotted} (line {line})" if line else dotted
-
-
-# --- substitution -----------------------------------------------------------------------------------
-
-
-MAX_SECRET_FILE_BYTES = 64 * 1024
-"""Largest file ``${file:…}`` reads: a secret is a password, a token or a key, never a data file."""
-
-
-def _read_secret_file(file: Path, where: str) -> str:
-    """The stripped text of a secret file; its content never appears in an error."""
-    try:
-        with open(file, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ConfigError(f"{where}: secret file {file} is not a regular file",
-                                  hint="Point ${file:…} at a file that holds the secret.")
-            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(
-            f"{where}: cannot read secret file {file}: {exc.strerror}",
-            hint="Check the path and its permissions.",
-        ) from None
-    if len(data) > MAX_SECRET_FILE_BYTES:
-        raise ConfigError(f"{where}: secret file {file} is larger than {MAX_SECRET_FILE_BYTES // 1024} KiB",
-                          hint="Point ${file:…} at a file that holds only the secret.")
-    try:
-        return data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: secret file {file} is not UTF-8 text", hint="Store the secret as text.") from None
-
-
-def _substitute(value: Any, path: tuple[str, ...], env: Mapping[str, str], base: Path, loc: Located) -> Any:
-    if isinstance(value, dict):
-        return {k: _substitute(v, (*path, str(k)), env, base, loc) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, (*path, str(i)), env, base, loc) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-    if "${" not in value:
-        secrets.register_inline(value)
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        body = match["body"].strip()
-        if body.startswith("file:"):
-            file = Path(os.path.expanduser(body[5:].strip()))
-            file = file if file.is_absolute() else base / file
-            resolved = _read_secret_file(file, loc.where(path))
-        else:
-            name, has_default, default = body.partition(":-")
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ConfigError(
-                    f"{loc.where(path)}: '${{{body}}}' is not a valid reference",
-                    hint="Use ${VAR}, ${VAR:-default} or ${file:/path/to/secret}.",
-                )
-            if name in env:
-                resolved = env[name]
-            elif has_default:
-                return default  # written in the job file itself: not a secret
-            else:
-                raise ConfigError(
-                    f"{loc.where(path)}: environment variable {name} is not set",
-                    hint=f"Export {name}, or write ${{{name}:-default}} to give a default.",
-                )
-        secrets.register(resolved)
-        return resolved
-
-    resolved_value = _SUBSTITUTION.sub(replace, value)
-    secrets.register_inline(resolved_value)
-    return resolved_value
-
-
 # --- validation errors ------------------------------------------------------------------------------
 
 
@@ -574,14 +472,14 @@ def parse_job(text: str, *, source: Path | None = None, env: Mapping[str, str] |
         )
     lines: dict[tuple[str, ...], int] = {}
     if node is not None:
-        _index_lines(node, (), lines)
+        index_lines(node, (), lines)
     loc = Located(source, lines)
     base = source.parent if source else Path.cwd()
     if source and "name" not in raw:
         raw["name"] = source.stem
     job_name = raw.get("name") if isinstance(raw.get("name"), str) and "${" not in raw["name"] else None
     try:
-        raw = _substitute(raw, (), os.environ if env is None else env, base, loc)
+        raw = substitute(raw, (), os.environ if env is None else env, base, loc)
     except ConfigError as exc:
         raise exc.with_context(job=job_name) from None
     try:
@@ -623,7 +521,7 @@ def job_locator(job: JobConfig) -> Located:
     except (OSError, ConfigError):
         return Located(job.path, {})
     if node is not None:
-        _index_lines(node, (), lines)
+        index_lines(node, (), lines)
     return Located(job.path, lines)
 
 

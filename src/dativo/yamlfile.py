@@ -7,6 +7,8 @@ alias bombs, deep nesting and huge documents are refused before anything is buil
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -106,3 +108,36 @@ def _no_duplicates(node: yaml.MappingNode, name: str) -> None:
                 hint="Keep one of them: a duplicated key is refused rather than letting the last one win.",
             )
         seen[key.value] = line
+
+
+# --- positions, for messages ------------------------------------------------------------------------
+
+
+def index_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+    """Record in ``out`` the line of every mapping key and list item below ``node``, by YAML path."""
+    out.setdefault(prefix, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, str(key.value))
+            out[path] = key.start_mark.line + 1
+            index_lines(value, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index_lines(item, (*prefix, str(i)), out)
+
+
+class Located:
+    """Maps YAML paths (``source.reader.options``) to line numbers for messages."""
+
+    def __init__(self, source: Path | None, lines: dict[tuple[str, ...], int]) -> None:
+        self.source = source
+        self.lines = lines
+
+    def where(self, path: Iterable[str | int]) -> str:
+        """``source.reader.options (line 12)``: the path, with the line of it (or of its nearest parent)."""
+        parts = tuple(str(p) for p in path)
+        dotted = ".".join(parts) or "(top level)"
+        while parts and parts not in self.lines:
+            parts = parts[:-1]
+        line = self.lines.get(parts)
+        return f"{dotted} (line {line})" if line else dotted
