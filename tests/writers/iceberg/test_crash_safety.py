@@ -174,23 +174,24 @@ def custom(implementation: str, **options: Any) -> dict[str, Any]:
 
 
 class Source:
-    """``orders`` in a private schema; every generation updates some rows and inserts new ones."""
+    """``orders`` (or ``name``) in a private schema; every generation updates some rows and inserts new ones."""
 
-    def __init__(self, pg: PgSchema, rows: int) -> None:
+    def __init__(self, pg: PgSchema, rows: int, name: str = "orders") -> None:
         self.pg = pg
-        self.table = pg.table("orders")
+        self.name = name
+        self.table = pg.table(name)
         self.next_id = rows + 1
         pg.execute(
-            "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric(12,2) NOT NULL, note text, "
+            f"CREATE TABLE {name} (id bigint PRIMARY KEY, amount numeric(12,2) NOT NULL, note text, "
             "updated_at timestamptz NOT NULL)"
         )
         # every first-generation row has the same cursor value: the primary key breaks the ties
         self._insert(1, rows, 0)
-        pg.execute("ANALYZE orders")
+        pg.execute(f"ANALYZE {name}")
 
     def _insert(self, first: int, last: int, generation: int) -> None:
         self.pg.execute(
-            "INSERT INTO orders SELECT i, (i %% 100000) / 100.0, CASE WHEN i %% 11 = 0 THEN NULL ELSE 'n' || i END, "
+            f"INSERT INTO {self.name} SELECT i, (i %% 100000) / 100.0, CASE WHEN i %% 11 = 0 THEN NULL ELSE 'n' || i END, "
             "%s::timestamptz + %s * interval '1 hour' FROM generate_series(%s::bigint, %s) i",
             (BASE_TIME, generation, first, last),
         )
@@ -198,7 +199,7 @@ class Source:
     def mutate(self, generation: int, *, every: int = 5, inserts: int = 2_000) -> None:
         """Update every ``every``-th row and insert ``inserts`` new ones, all with a newer cursor."""
         self.pg.execute(
-            "UPDATE orders SET amount = amount + 1, note = 'g' || %s || ' ' || id, "
+            f"UPDATE {self.name} SET amount = amount + 1, note = 'g' || %s || ' ' || id, "
             "updated_at = %s::timestamptz + %s * interval '1 hour' WHERE id %% %s = %s",
             (generation, BASE_TIME, generation, every, generation % every),
         )
@@ -243,9 +244,8 @@ class Seen:
 class Lake:
     """The embedded SQL catalog and local warehouse of the job, read with pyiceberg directly."""
 
-    IDENTIFIER = ("raw", "orders")
-
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, table: str = "orders") -> None:
+        self.table = table
         self.uri = f"sqlite:///{root / 'catalog.db'}"
         self.warehouse = (root / "warehouse").as_uri()
         self.root = root / "warehouse"
@@ -255,7 +255,7 @@ class Lake:
             "type": "iceberg",
             "catalog": {"type": "sql", "uri": self.uri, "warehouse": self.warehouse},
             "namespace": "raw",
-            "table": "orders",
+            "table": self.table,
             "mode": mode,
             **settings,
         }
@@ -264,7 +264,7 @@ class Lake:
         catalog = SqlCatalog("dativo", uri=self.uri, warehouse=self.warehouse)  # the name dativo gives it
         try:
             try:
-                table = catalog.load_table(self.IDENTIFIER)
+                table = catalog.load_table(("raw", self.table))
             except (NoSuchTableError, NoSuchNamespaceError):
                 return Seen(None, None, {}, SCHEMA.empty_table(), self._files())
             snapshot = table.current_snapshot()

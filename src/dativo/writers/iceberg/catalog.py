@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -102,7 +104,8 @@ def _safe_uri(uri: str) -> str:
     """The URI without a password in its user-info part."""
     parsed = urlparse(uri)
     if parsed.password:
-        netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+        host = parsed.hostname or ""  # a Unix-socket URI names its host in the query instead
+        netloc = f"{parsed.username}:***@{host}" + (f":{parsed.port}" if parsed.port else "")
         return urlunparse(parsed._replace(netloc=netloc))
     return uri
 
@@ -188,13 +191,55 @@ def open_catalog(config: CatalogConfig | None, work_dir: str) -> CatalogHandle:
         factory = lambda: RestCatalog(config.name, **props)  # noqa: E731
 
     try:
-        catalog = factory()
+        catalog = _opened(factory)
     except Exception as exc:  # any driver error means the catalog cannot be reached
         raise ConnectionFailed(
             f"{description}: cannot open the catalog: {redact(first_line(exc), secrets)}",
             hint="Check target.catalog (uri, credentials, file permissions)",
         ) from None
     return CatalogHandle(catalog, props, warehouse, description, secrets)
+
+
+_OPEN_ATTEMPTS = 3
+
+
+def _opened(factory: Callable[[], Catalog]) -> Catalog:
+    """``factory()``, again when it lost a race to create the catalog's own tables.
+
+    Jobs that open a new SQL catalog at the same moment each create its tables; all but one then meet a
+    duplicate table or type (an integrity or programming error of the database). The tables exist by then,
+    so opening again succeeds.
+    """
+    races = _database_races()
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return factory()
+        except races:
+            if attempt + 1 == _OPEN_ATTEMPTS:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _database_races() -> tuple[type[BaseException], ...]:
+    """The errors a SQL catalog's database raises when two jobs create the same thing at once."""
+    try:
+        from sqlalchemy.exc import IntegrityError, ProgrammingError
+    except ImportError:  # an install for REST catalogs only: nothing to race for
+        return ()
+    return (IntegrityError, ProgrammingError)
+
+
+def ensure_namespace(catalog: Catalog, namespace: tuple[str, ...]) -> None:
+    """Create ``namespace`` unless it exists, also when another job creates it at the same moment."""
+    from pyiceberg.exceptions import NamespaceAlreadyExistsError
+
+    try:
+        catalog.create_namespace(namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    except _database_races():  # the other job's insert won between the check and ours
+        catalog.load_namespace_properties(namespace)  # it exists now, or this raises what is wrong
 
 
 def first_line(exc: BaseException) -> str:

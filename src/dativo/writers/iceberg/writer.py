@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from pyiceberg.exceptions import (
-    NamespaceAlreadyExistsError,
     NoSuchNamespaceError,
     NoSuchTableError,
     TableAlreadyExistsError,
@@ -41,6 +40,7 @@ from dativo.writers.iceberg import partitioning
 from dativo.writers.iceberg.catalog import (
     CatalogConfig,
     CatalogHandle,
+    ensure_namespace,
     first_line,
     open_catalog,
     probe_warehouse,
@@ -157,8 +157,7 @@ class IcebergWriter(Writer):
             try:
                 table = catalog.load_table(identifier)
             except (NoSuchTableError, NoSuchNamespaceError):
-                with suppress(NamespaceAlreadyExistsError):
-                    catalog.create_namespace(identifier[:-1])
+                ensure_namespace(catalog, identifier[:-1])
                 table = self._create(identifier, incoming)
             else:
                 evolution = plan_evolution(table.schema(), incoming)
