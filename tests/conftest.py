@@ -15,6 +15,15 @@ from typer.testing import CliRunner
 from dativo import secrets
 from dativo.cli import app
 
+REPO = Path(__file__).resolve().parent.parent
+"""The checkout: a ``dativo`` started as a subprocess finds the tests' plugins (``tests.…``) from here."""
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``dativo`` process a test starts: this one's, with the tests importable."""
+    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+
+
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3", "tests.fixtures.softhsm"]
 
 

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import subprocess_env
+
 HOSTILE = "tests.fixtures.hostile_input"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def dativo(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """``dativo ARGS`` in its own process, as a user runs it."""
-    environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "dativo", *args], cwd=cwd, env=environ, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dativo", *args], cwd=cwd, env=subprocess_env(**(env or {})),
+                          capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -427,7 +428,7 @@ def peak_rss_mib(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, fl
     The peak is the process's own high-water mark (``VmHWM``), read as it exits: ``ru_maxrss`` of a child
     starts at its parent's size (the test runner's), which would hide what the run itself used.
     """
-    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
+    environ = subprocess_env()
     peak_file = cwd / "peak.txt"
     result = subprocess.run([sys.executable, "-c", _REPORT_PEAK, str(peak_file), *args], cwd=cwd, env=environ,
                             capture_output=True, text=True, timeout=300)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import subprocess_env
 
 
 def start(tmp_path: Path, options: str = "{}") -> subprocess.Popen:
@@ -26,7 +25,7 @@ def start(tmp_path: Path, options: str = "{}") -> subprocess.Popen:
           reader: {{type: custom, implementation: "tests.fixtures.slow:Endless", fallback: fail, options: {options}}}
         target: {{type: parquet, path: out/t}}
         """))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     process = subprocess.Popen([sys.executable, "-m", "dativo", "run", "job.yaml"], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

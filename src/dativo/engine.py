@@ -172,12 +172,6 @@ class Engine:
         )
         return _Loaded(spec, instance, report)
 
-    # --- calling plugins ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _call(loaded: _Loaded, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        return call(loaded, stage, fn, *args)
-
     # --- public entry points --------------------------------------------------------------------------
 
     @contextmanager
@@ -267,14 +261,14 @@ class Engine:
             DativoError: The first problem found.
         """
         with self._job_context(), self._hosting(), self._first_plugins() as (reader, writer):
-            self._call(reader, "check", reader.instance.check)
-            self._call(writer, "check", writer.instance.check)
+            call(reader, "check", reader.instance.check)
+            call(writer, "check", writer.instance.check)
             return [("source", reader.spec.name, "ok"), ("target", writer.spec.name, "ok")]
 
     def discover(self) -> list[Dataset]:
         """Load the reader and list its datasets."""
         with self._job_context(), self._hosting(), self._first_plugins() as (reader, _):
-            self._call(reader, "check", reader.instance.check)
+            call(reader, "check", reader.instance.check)
             return self._discover(reader)
 
     def maintain(self, policy: MaintenancePolicy, *, dry_run: bool = False) -> list[MaintenanceResult]:
@@ -290,10 +284,10 @@ class Engine:
                     plugin=writer.spec.name,
                     hint="Maintenance applies to targets that keep snapshots, such as Iceberg tables.",
                 )
-            self._call(reader, "check", reader.instance.check)
-            self._call(writer, "check", writer.instance.check)
+            call(reader, "check", reader.instance.check)
+            call(writer, "check", writer.instance.check)
             maintain = writer.instance.maintain
-            return [self._call(writer, "maintain", lambda d: maintain(d, policy, dry_run=dry_run), dataset)
+            return [call(writer, "maintain", lambda d: maintain(d, policy, dry_run=dry_run), dataset)
                     for dataset in self._discover(reader)]
 
     def _first_plugins(self) -> Any:
@@ -304,15 +298,15 @@ class Engine:
     # --- the two phases -------------------------------------------------------------------------------
 
     def _discover(self, reader: _Loaded) -> list[Dataset]:
-        datasets = self._list_of(reader, "discover", Dataset, self._call(reader, "discover", reader.instance.discover))
+        datasets = self._list_of(reader, "discover", Dataset, call(reader, "discover", reader.instance.discover))
         for dataset in datasets:
-            self._call(reader, "discover", lambda name: check_plugin_name(
+            call(reader, "discover", lambda name: check_plugin_name(
                 name, "dataset name", role="reader", stage="discover"), dataset.name)
         return datasets
 
     def _write_all(self, reader: _Loaded, writer: _Loaded) -> list[DatasetRun]:
-        self._call(writer, "check", writer.instance.check)
-        self._call(reader, "check", reader.instance.check)
+        call(writer, "check", writer.instance.check)
+        call(reader, "check", reader.instance.check)
         runs: list[DatasetRun] = []
         try:
             for dataset in self._discover(reader):
@@ -340,11 +334,11 @@ class Engine:
                 job=self.job.name,
                 hint=f"Use one of: {candidates}.",
             )
-        state = self._call(writer, "state", writer.instance.state, dataset)
+        state = call(writer, "state", writer.instance.state, dataset)
         return DatasetRun(dataset, dataset.schema, state, WatermarkTracker(cursor, tuple(dataset.primary_key)))
 
     def _write_dataset(self, reader: _Loaded, writer: _Loaded, run: DatasetRun) -> None:
-        planned = self._call(reader, "plan", reader.instance.plan, run.dataset, run.previous_state)
+        planned = call(reader, "plan", reader.instance.plan, run.dataset, run.previous_state)
         splits = self._list_of(reader, "plan", Split, planned)
         for split in splits:
             self._check_split(reader, run.dataset, split)
@@ -379,7 +373,7 @@ class Engine:
                 role="reader", stage="plan", plugin=reader.spec.name, job=self.job.name,
                 hint="Every split plan(dataset) returns must name that dataset.",
             )
-        self._call(reader, "plan", lambda name: check_plugin_name(name, "split id", role="reader", stage="plan"),
+        call(reader, "plan", lambda name: check_plugin_name(name, "split id", role="reader", stage="plan"),
                    split.id)
 
     def _commit_all(self, writer: _Loaded, runs: list[DatasetRun], report: RunReport) -> None:

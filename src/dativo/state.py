@@ -11,6 +11,7 @@ zones, dates, decimals, integers, strings) round-trips exactly.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dativo.api import State
+
+
+def state_json(state: State | None) -> str:
+    """The canonical JSON of a state, as writers commit it; two states are the same when theirs are."""
+    return json.dumps(state, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def same_state(a: State | None, b: State | None) -> bool:
+    """Whether two states would be committed alike (what a compare-and-swap on the state compares)."""
+    return state_json(a) == state_json(b)
 
 
 def _py(value: pa.Scalar) -> Any:

@@ -231,7 +231,7 @@ class GuardedStream:
                     source = _chain(first, source)
             if self.schema is None:
                 self.schema = declared
-            problem = schema_problem(self.schema) or (schema_problem(declared) if declared is not None else None)
+            problem = schema_problem(self.schema)  # a stream of another schema is refused below anyway
             if problem:
                 raise PluginFailed(
                     f"dataset '{self.dataset}' split '{self.split_id}': the reader's schema is refused: {problem}",
@@ -239,10 +239,10 @@ class GuardedStream:
                     stage="read",
                     hint="Split the data into datasets of fewer columns, or flatten deeply nested types.",
                 )
-            elif declared is not None and len(declared) and schema_difference(self.schema, declared):
+            difference = schema_difference(self.schema, declared) if declared is not None and len(declared) else None
+            if difference:
                 raise SchemaMismatch(
-                    f"dataset '{self.dataset}' split '{self.split_id}': "
-                    f"{schema_difference(self.schema, declared)}",
+                    f"dataset '{self.dataset}' split '{self.split_id}': {difference}",
                     role="reader",
                     stage="read",
                     hint="Make read() return the schema the reader declares in discover().",

@@ -6,7 +6,6 @@ unique keys, a checksum of the ids) against what the source holds.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +16,10 @@ import yaml
 
 from dativo.writers.parquet import read_committed
 
+from tests.conftest import subprocess_env
 from tests.fixtures.postgres import PgSchema
 from tests.pipelines.conftest import Lake, RunJob, postgres_job
 
-ROOT = Path(__file__).resolve().parents[2]
 
 PAYMENTS = """
 CREATE TABLE payment_2024_01 (id bigint PRIMARY KEY, amount bigint NOT NULL, updated_at timestamptz NOT NULL);
@@ -108,7 +107,7 @@ def test_two_runs_of_one_incremental_job_at_once_publish_each_row_once(
         return read_committed(str(workdir / "out" / "orders")).to_table().column("id").to_pylist()
 
     (workdir / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
-    env = {**os.environ, "PG_DSN": pg_schema.dsn, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env(PG_DSN=pg_schema.dsn)
     for attempt in range(3):
         runs = [subprocess.Popen([sys.executable, "-m", "dativo", "run", "job.yaml", "--quiet"], cwd=workdir,
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

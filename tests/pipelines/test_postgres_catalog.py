@@ -8,7 +8,6 @@ what the source tables hold (row count, unique keys, a checksum).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,10 +21,10 @@ from sqlalchemy import URL
 
 from dativo.errors import ConnectionFailed
 
+from tests.conftest import subprocess_env
 from tests.fixtures.postgres import PASSWORD, PASSWORD_ROLE, PgSchema
 from tests.pipelines.conftest import Database, Lake, RunJob, postgres_job
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def catalog_uri(dsn: str, database: str, *, user: str | None = None, password: str | None = None) -> str:
@@ -162,7 +161,7 @@ def test_five_jobs_at_once_on_one_postgres_catalog_land_every_row_once(
         job = postgres_job(pg_lake.target(target, mode=mode), tables=[pg_schema.table(source)], name=name,
                            parallelism=2, **extra)
         (workdir / f"{name}.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
-    env = {**os.environ, "PG_DSN": pg_schema.dsn, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env(PG_DSN=pg_schema.dsn)
     # Nothing exists yet: the five jobs race to create the catalog's own tables and the namespace.
 
     for round_ in range(2):

@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from dativo.writers.parquet import read_committed
+from tests.conftest import subprocess_env
 from tests.fixtures.s3 import S3Server, start_s3_server
 
-ROOT = Path(__file__).resolve().parents[3]
 FAULTS = "tests.fixtures.faults"
 ROWS = 2_000
 
@@ -35,13 +35,9 @@ def command(job: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "dativo", "run", str(job), "--json", *args]
 
 
-def environ() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
 def dativo(job: Path, *args: str, cwd: Path, preexec: Any = None) -> subprocess.CompletedProcess:
     """``dativo run JOB --json ARGS`` in its own process, as a user runs it."""
-    return subprocess.run(command(job, *args), cwd=cwd, env=environ(), capture_output=True, text=True,
+    return subprocess.run(command(job, *args), cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
                           timeout=300, preexec_fn=preexec)
 
 
@@ -83,7 +79,7 @@ def test_two_runs_committing_at_the_same_moment_commit_one_after_the_other(tmp_p
         writer = racing(ready=str(tmp_path / f"{name}.ready"), wait_for=str(tmp_path / f"{other}.ready"))
         jobs[name] = write_job(tmp_path, name, source, {"type": "parquet", "path": "out/t", "mode": mode,
                                                         "writer": writer})
-    processes = {name: subprocess.Popen(command(job), cwd=tmp_path, env=environ(), stdout=subprocess.PIPE,
+    processes = {name: subprocess.Popen(command(job), cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True) for name, job in jobs.items()}
     results = {name: process.communicate(timeout=300) + (process.returncode,)
                for name, process in processes.items()}
@@ -115,7 +111,7 @@ def test_an_overwrite_never_moves_the_staging_of_a_run_still_writing(tmp_path: P
     b = write_job(tmp_path, "b", {"type": "csv", "path": str(csv(tmp_path / "b.csv", ROWS + 1, ROWS))},
                   {"type": "parquet", "path": "out/t", "mode": mode,
                    "writer": racing(pause_in_write=str(tmp_path / "a.done"))})
-    writing = subprocess.Popen(command(b), cwd=tmp_path, env=environ(), stdout=subprocess.PIPE,
+    writing = subprocess.Popen(command(b), cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     first = dativo(a, cwd=tmp_path)
     _, stderr = writing.communicate(timeout=300)

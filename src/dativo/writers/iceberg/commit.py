@@ -64,6 +64,7 @@ from pyiceberg.types import (
 
 from dativo.api import CommitInfo, Mode, State
 from dativo.errors import CommitFailed, CommitStateUnknown, ConfigError
+from dativo.state import same_state, state_json
 from dativo.writers.iceberg.conform import conform_batch
 from dativo.writers.iceberg.files import DataFileWriter
 
@@ -126,18 +127,12 @@ def snapshot_properties(
     props = {
         RUN_ID: run_id,
         JOB: job,
-        STATE: json.dumps(state, sort_keys=True, separators=(",", ":"), default=str),
+        STATE: state_json(state),
         MODE: mode,
     }
     if dataset is not None:
         props[DATASET] = dataset
     return props
-
-
-def _same_state(a: State | None, b: State | None) -> bool:
-    """States compare as committed: through their JSON."""
-    dump = lambda value: json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)  # noqa: E731
-    return dump(a) == dump(b)
 
 
 def live_data_files(table: Table, *, keep_snapshots: frozenset[int] = frozenset()) -> list[DataFile]:
@@ -325,7 +320,7 @@ def commit(
         return CommitInfo(commit_id=str(done.snapshot_id), rows=0, no_op=True)
     if started_from is not None:
         now = last_state(table.metadata, job, dataset)
-        if now[0] != started_from[0] or not _same_state(now[1], started_from[1]):
+        if now[0] != started_from[0] or not same_state(now[1], started_from[1]):
             if not files and mode != "overwrite":  # nothing to add: the other run's state simply stays
                 logger.info("%s: another run committed meanwhile and this one has no rows", _what(dataset))
                 current = table.current_snapshot()

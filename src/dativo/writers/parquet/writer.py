@@ -8,7 +8,6 @@ carries the schema and the incremental state.
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any, ClassVar
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel
 
 from dativo.api import CommitInfo, Dataset, Mode, Split, State, WrittenFiles, Writer
 from dativo.errors import ConfigError, SchemaMismatch
+from dativo.state import same_state
 from dativo.storage import CommitRecord, DatasetStores, Store
 from dativo.streams import schema_difference
 from dativo.writers.encoding import parquet_options
@@ -30,10 +30,6 @@ _UNREAD: Any = object()
 def job_state(records: list[CommitRecord], job: str) -> State | None:
     """The state of ``job``'s newest commit among ``records`` (newest first)."""
     return next((r.extra.get("state") for r in records if r.job == job), None)
-
-
-def _same(a: State | None, b: State | None) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
 class ParquetWriter(Writer):
@@ -106,7 +102,7 @@ class ParquetWriter(Writer):
         job = self.ctx.job
 
         def unchanged(records: list[CommitRecord]) -> str | None:  # a compare-and-swap on the state
-            if started is _UNREAD or _same(job_state(records, job), started):
+            if started is _UNREAD or same_state(job_state(records, job), started):
                 return None
             return (f"another run of job '{job}' committed dataset '{dataset.name}' after this run started, "
                     "so this run's rows may repeat its rows (run the job again: it continues from there)")
