@@ -217,8 +217,25 @@ def _opened(factory: Callable[[], Catalog]) -> Catalog:
         except races:
             if attempt + 1 == _OPEN_ATTEMPTS:
                 raise
-            time.sleep(0.05 * (attempt + 1))
+        except Exception as exc:
+            if attempt + 1 == _OPEN_ATTEMPTS or not _lost_sqlite_race(exc):
+                raise
+        time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _lost_sqlite_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's way of saying another job created the catalog's tables first.
+
+    SQLite reports a duplicate ``CREATE TABLE`` (and a writer holding the file) as an operational error,
+    the same class as an unreadable file, so the message tells them apart.
+    """
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:
+        return False
+    text = str(exc)
+    return isinstance(exc, OperationalError) and ("already exists" in text or "database is locked" in text)
 
 
 def _database_races() -> tuple[type[BaseException], ...]:
