@@ -57,8 +57,9 @@ $(VENV)/.go_plugins: $(GO_PG)/python/pyproject.toml $(GO_PQ)/python/pyproject.to
 demo: install
 	$(BIN)/python examples/demo.py
 
-# Debian packages the tests need (a real PKCS#11 token); installed once, with sudo when not root.
-SYSTEM_PACKAGES := softhsm2 bubblewrap
+# Debian packages the tests need (a real PKCS#11 token, the sandbox, cmake for the projects `dativo plugin new`
+# generates); installed once, with sudo when not root.
+SYSTEM_PACKAGES := softhsm2 bubblewrap cmake
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -22,6 +22,8 @@ class Sample:
     peak_rss_mb: float
     ok: bool
     error: str = ""
+    miscounted: bool = False
+    """The command succeeded but moved other than the table's rows (``error`` says how many)."""
 
 
 def _tree_rss(proc: psutil.Process) -> int:

@@ -3,11 +3,16 @@
 A Dativo method is a real job file run by the real ``dativo`` command in a fresh work directory (so the
 embedded Iceberg catalog and warehouse start empty every time). Read-only variants swap the writer for
 ``bench.null_writer:NullWriter``, which pulls every batch and keeps nothing.
+
+Every method but the COPY limit says how many rows it moved (a Dativo job's ``--json`` run report, the peers'
+last line); :func:`rows_problem` compares that with the table's row count, and a run that moved another number
+counts as failed.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from collections.abc import Callable
@@ -40,12 +45,58 @@ class Method:
         group: ``limit``, ``dativo``, ``dativo-read`` or ``peer``.
         command: Builds the command line for one run.
         available: Why the method cannot run here (``None``: it can).
+        rows_moved: The rows a run moved, from what it printed on stdout (``None``: it does not say, and its
+            stdout is not kept: the COPY limit's is the data itself).
     """
 
     name: str
     group: str
     command: Callable[[Setup], list[str]]
     available: Callable[[], str | None] = field(default=lambda: None)
+    rows_moved: Callable[[str], int] | None = None
+
+
+def rows_in_report(stdout: str) -> int:
+    """The rows a ``dativo run --json`` moved: written, and only if every row read was written.
+
+    Raises:
+        ValueError: The output is not a run report, or the run read rows it did not write.
+    """
+    try:
+        report = json.loads(stdout)
+        read, written = int(report["rows_read"]), int(report["rows_written"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"no run report on stdout ({exc}): {stdout.strip()[-200:]!r}") from None
+    if read != written:
+        raise ValueError(f"read {read:,} rows but wrote {written:,}")
+    return written
+
+
+def rows_printed(stdout: str) -> int:
+    """The row count a peer script prints as its last line.
+
+    Raises:
+        ValueError: Its last line is not a number.
+    """
+    lines = stdout.strip().splitlines()
+    try:
+        return int(lines[-1])
+    except (IndexError, ValueError):
+        raise ValueError(f"no row count as the last line of stdout: {stdout.strip()[-200:]!r}") from None
+
+
+def rows_problem(method: Method, stdout: str, expected: int) -> str | None:
+    """Why a successful run of ``method`` does not count: it moved other than ``expected`` rows (``None``: it
+    moved exactly those, or the method cannot say)."""
+    if method.rows_moved is None:
+        return None
+    try:
+        moved = method.rows_moved(stdout)
+    except ValueError as exc:
+        return f"cannot tell how many rows it moved: {exc}"
+    if moved != expected:
+        return f"moved {moved:,} rows, but the table has {expected:,}"
+    return None
 
 
 def _reader_block(reader: str, boundary: str) -> dict[str, Any] | None:
@@ -115,6 +166,7 @@ def dativo(name: str, reader: str, parallelism: int, *, read_only: bool = False,
         group="dativo-read" if read_only else "dativo",
         command=lambda s: _dativo_job(s, reader, parallelism, read_only, boundary),
         available=available,
+        rows_moved=rows_in_report,
     )
 
 
@@ -149,6 +201,7 @@ def all_methods() -> list[Method]:
             lambda s: [str(PEERS_PYTHON), str(peers / "dlt_load.py"), s.dsn, *s.table.split("."), "pyarrow",
                        str(s.work)],
             _peers,
+            rows_printed,
         ),
         Method(
             "dlt connectorx → parquet",
@@ -156,11 +209,13 @@ def all_methods() -> list[Method]:
             lambda s: [str(PEERS_PYTHON), str(peers / "dlt_load.py"), s.dsn, *s.table.split("."), "connectorx",
                        str(s.work)],
             _peers,
+            rows_printed,
         ),
         Method(
             "connectorx p2 → arrow",
             "peer",
             lambda s: [str(PEERS_PYTHON), str(peers / "cx_read.py"), s.dsn, s.table, "2"],
             _peers,
+            rows_printed,
         ),
     ]

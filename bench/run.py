@@ -6,7 +6,9 @@ Usage::
                         [--scaling] [--write-docs]
 
 Methods run alternately (one repetition of every method, then the next) so that a slow minute of the
-machine hurts all of them alike; medians are reported. Results: a Markdown table on stdout,
+machine hurts all of them alike; medians are reported. Every run must move every row of the table (a Dativo
+job's run report and the peers say how many they moved): a run that moved another number counts as failed,
+and the benchmark exits with status 1 naming it. Results: a Markdown table on stdout,
 ``bench/results/<date>.json`` and ``bench/results/<date>.png``; ``--write-docs`` also puts them into
 ``docs/benchmarks.md``.
 """
@@ -22,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from bench import measure, report, server, table
-from bench.methods import ROOT, Method, Setup, all_methods
+from bench.methods import ROOT, Method, Setup, all_methods, rows_problem
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -34,14 +36,23 @@ def _env() -> dict[str, str]:
 
 
 def measure_all(methods: list[Method], srv: server.Server, name: str, repetitions: int) -> dict[str, list]:
-    """Run every method ``repetitions`` times, alternating; returns the samples per method."""
+    """Run every method ``repetitions`` times, alternating; returns the samples per method.
+
+    A run that moved other than the table's row count is a failed sample (its error says how many it moved).
+    """
+    expected = table.row_count(srv.dsn, name)
     samples: dict[str, list[measure.Sample]] = {m.name: [] for m in methods}
     for rep in range(repetitions):
         for method in methods:
             work = Path(tempfile.mkdtemp(prefix="dativo-bench-"))
             try:
                 setup = Setup(dsn=srv.dsn, psql=srv.psql, table=name, work=work)
-                sample = measure.run(method.command(setup), env=_env(), cwd=work)
+                stdout = work / "stdout" if method.rows_moved is not None else Path(os.devnull)
+                sample = measure.run(method.command(setup), env=_env(), cwd=work, stdout_path=str(stdout))
+                moved = stdout.read_text(errors="replace")
+                problem = rows_problem(method, moved, expected) if sample.ok else None
+                if problem:
+                    sample.ok, sample.error, sample.miscounted = False, problem, True
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             samples[method.name].append(sample)
@@ -79,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = measure_all(methods, srv, name, repetitions)
         summary = [report.summarise(m.name, m.group, samples[m.name], rows, data_mb) for m in methods]
         report.relate(summary)
-        scaling = None
+        scaling, big = None, {}
         if args.scaling:
             large = table.ensure(srv.dsn, rows * 5)
             dativo = [m for m in methods if m.group.startswith("dativo")]
@@ -107,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(RESULTS / f"{stamp}.json", summary, verdicts, meta)
     report.write_chart(RESULTS / f"{stamp}.png", summary, meta)
     print(f"results: bench/results/{stamp}.json, bench/results/{stamp}.png", file=sys.stderr)
+    wrong = [(m, s.error) for runs in (samples, big) for m, ss in runs.items() for s in ss if s.miscounted]
+    if wrong:  # a method that loses or duplicates rows has no speed worth reporting
+        for method_name, error in wrong:
+            print(f"ERROR: {method_name}: {error}", file=sys.stderr)
+        print("the benchmark failed: a method did not move every row exactly once", file=sys.stderr)
+        return 1
     if args.write_docs:
         write_docs(text, stamp)
     return 0

@@ -64,6 +64,13 @@ def ensure(dsn: str, rows: int) -> str:
     return name
 
 
+def row_count(dsn: str, name: str) -> int:
+    """The rows of ``name``: what every method must move."""
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
+    return int(found[0]) if found else 0
+
+
 def copy_bytes(dsn: str, name: str) -> int:
     """Bytes of ``COPY name TO STDOUT (FORMAT binary)``: the data volume every method moves."""
     total = 0

@@ -27,6 +27,12 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3", "tests.fixtures.softhsm"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs_no_sandbox: a fail-closed sandbox test that runs without a working bubblewrap"
+    )
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh current directory with a small orders CSV in it."""
@@ -40,6 +46,14 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         encoding="utf-8",
     )
     return tmp_path
+
+
+def source_csv(workdir: Path, *columns: str, rows: int = 3) -> None:
+    """Make ``data/orders.csv`` hold ``rows`` rows of ``columns``: the columns a custom reader produces, so
+    the built-in csv reader may replace it (a fallback must feed the same columns)."""
+    lines = [",".join(columns)] + [",".join(f"{c}{i}" if c not in ("id",) else str(i) for c in columns)
+                                   for i in range(1, rows + 1)]
+    (workdir / "data" / "orders.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 @pytest.fixture

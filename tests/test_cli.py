@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import yaml
 
 from dativo import __version__
 from dativo.api import API_VERSION
-from tests.conftest import Result, read_parquet_dir
+from tests.conftest import REPO, Result, read_parquet_dir, subprocess_env
 
 PLUGINS = "tests.fixtures.plugins"
 ITEMS = "id,name\n1,a\n2,b\n3,c\n"
@@ -242,7 +245,7 @@ def test_unsupported_api_version_names_both_versions(protected, write_job, cli) 
     assert_clean_failure(
         cli("run", str(job)), 3,
         f"plugin '{PLUGINS}:BadApi'", "source.reader.implementation (line 8)",
-        "BadApi supports Dativo API >=7,<8, but this Dativo provides API 1.0.0", "Upgrade the plugin",
+        f"BadApi supports Dativo API >=7,<8, but this Dativo provides API {API_VERSION}", "Upgrade the plugin",
     )
     protected()
 
@@ -500,6 +503,21 @@ def test_run_prints_a_summary(items, write_job, cli) -> None:
         assert needle in result.stdout
 
 
+def test_a_run_without_new_rows_says_it_committed_nothing(workdir, write_job, cli) -> None:
+    (workdir / "data" / "items.csv").write_text("id,name,updated_at\n1,a,2024-01-01T00:00:00Z\n")
+    job = dump({"version": 1, "name": "items",
+                "source": {"type": "csv", "path": "data/items.csv", "incremental": {"cursor": "updated_at"}},
+                "target": {"type": "iceberg", "namespace": "demo"}})
+    first = cli("run", str(write_job(job)))
+    assert first.exit_code == 0, first.output
+    snapshot = next(word for word in flat(first.stdout).split() if word.isdigit() and len(word) > 10)
+    again = cli("run", str(write_job(job)))  # the cursor has seen every row: nothing new
+    assert again.exit_code == 0, again.output
+    assert "items: unchanged (no new rows)" in flat(again.stdout) and snapshot not in again.stdout
+    assert "dataset 'items': no new rows and no new state: nothing committed, table demo.items unchanged" \
+        in flat(again.stderr)
+
+
 def test_quiet_run_prints_nothing(items, write_job, cli) -> None:
     result = cli("run", str(write_job(dump(job_dict()))), "-q")
     assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
@@ -560,13 +578,17 @@ def test_discover_json(workdir, write_job, cli) -> None:
     assert json.loads(result.stdout) == [
         {
             "name": "items",
+            "kind": None,
+            "estimated_rows": None,
             "primary_key": [],
             "cursor_candidates": [],
+            "cursor": None,
+            "details": {},
             "columns": [
-                {"name": "id", "type": "int64", "nullable": True},
-                {"name": "customer", "type": "string", "nullable": True},
-                {"name": "amount", "type": "double", "nullable": True},
-                {"name": "updated_at", "type": "timestamp[s, tz=UTC]", "nullable": True},
+                {"name": "id", "type": "int64", "source_type": None, "nullable": True},
+                {"name": "customer", "type": "string", "source_type": None, "nullable": True},
+                {"name": "amount", "type": "double", "source_type": None, "nullable": True},
+                {"name": "updated_at", "type": "timestamp[s, tz=UTC]", "source_type": None, "nullable": True},
             ],
         }
     ]
@@ -593,6 +615,8 @@ def test_plugins_list_json(cli) -> None:
         assert rows[key] == {
             "role": key[0], "name": key[1], "origin": "builtin", "target": target, "version": __version__,
             "language": "python", "api_version": ">=1,<2", "status": "ok",
+            "distribution": "", "source": "built-in", "publisher": "", "certification": "", "pinned": False,
+            "verified": "", "trust": "trusted",
         }
     assert {("reader", "postgres"), ("writer", "iceberg")} <= set(rows)
 
@@ -601,6 +625,55 @@ def test_plugins_list_table(cli) -> None:
     result = cli("plugins", "list")
     assert result.exit_code == 0, result.output
     assert f"dativo plugins (API {API_VERSION})" in result.stdout and "csv" in result.stdout
+
+
+LONG_NAME = "acme_orders_from_the_warehouse_replica"
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Path:
+    """A folder for PYTHONPATH with an installed distribution whose reader's entry point has a long name."""
+    info = tmp_path / "site" / "acme_warehouse-2.3.4.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-warehouse\nVersion: 2.3.4\n")
+    (info / "entry_points.txt").write_text(f"[dativo.readers]\n{LONG_NAME} = {PLUGINS}:GoodReader\n")
+    return info.parent
+
+
+def dativo_at_80_columns(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = subprocess_env(COLUMNS="80", PYTHONPATH=os.pathsep.join([str(site), str(REPO)]))
+    return subprocess.run([sys.executable, "-m", "dativo", *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize("long_name", [False, True], ids=["table", "too wide for a table"])
+def test_plugins_list_keeps_names_whole_at_80_columns(
+    installed: Path, tmp_path: Path, long_name: bool
+) -> None:
+    done = dativo_at_80_columns(installed if long_name else tmp_path, "plugins", "list")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "…" not in done.stdout
+    for name in ("postgres-python", "hsm_encrypted", *([LONG_NAME] if long_name else [])):
+        assert any(name in line.split() for line in lines), done.stdout  # on one line, not cut or folded
+    row = next(line.split() for line in lines if "hsm_encrypted" in line.split())
+    assert {"writer", "1.0.0", "python", ">=1,<2", "ok"} <= set(row) and "entry" in row, row  # nor the rest
+    if not long_name:
+        assert max(len(line) for line in lines) <= 80  # a table, as wide as the terminal
+        assert any(line.split()[:2] == ["kind", "name"] for line in lines)
+
+
+def test_plugins_info_shows_description_and_distribution(installed: Path) -> None:
+    done = dativo_at_80_columns(installed, "plugins", "info", LONG_NAME)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["description"] == "Only ``read`` and a declared schema: the smallest useful reader."
+    assert (info["origin"], info["distribution"]) == ("entry point", "acme-warehouse")
+    assert info["version"] == "2.3.4"
+    builtin = json.loads(dativo_at_80_columns(installed, "plugins", "info", "csv").stdout)
+    assert builtin["distribution"] == "built-in" and builtin["description"].startswith("Reads CSV files")
+    dotted = json.loads(dativo_at_80_columns(installed, "plugins", "info", f"{PLUGINS}:EmptyReader").stdout)
+    assert dotted["distribution"] is None and dotted["description"] == ""  # no docstring of its own
 
 
 def test_schema_is_json_schema_of_the_job_file(cli) -> None:

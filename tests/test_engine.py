@@ -147,15 +147,42 @@ def test_no_fallback_without_a_builtin_for_the_type(workdir, engine) -> None:
 
 
 def test_fallback_discards_what_the_custom_reader_wrote(workdir, engine) -> None:
-    job = engine(custom(f"{PLUGINS}:RaisingMidStream", fallback="default"), run_id="fb")
-    report = job.run()
+    (workdir / "data" / "names.csv").write_text("id,name\n1,a\n2,b\n3,c\n")
+    text = custom(f"{PLUGINS}:RaisingMidStream", fallback="default").replace("orders.csv", "names.csv")
+    report = engine(text, run_id="fb").run()
     assert report.fallback_used and "connection reset mid-stream" in (report.fallback_reason or "")
     assert report.reader and report.reader.implementation == "csv"
+    assert any("falling back to the built-in reader" in w for w in report.warnings)
     table = read_parquet_dir(workdir / "out" / "items")
     assert table.column("id").to_pylist() == [1, 2, 3]
     (marker,) = markers(workdir / "out" / "items")
     assert marker["files"] == ["part-0-00000.parquet"]
     assert not (workdir / "out" / "items" / "_dativo" / "staging" / "fb").exists()
+
+
+def test_no_fallback_to_a_built_in_that_would_write_other_columns(workdir, engine) -> None:
+    # the custom reader reads (id, name); the built-in csv reader of orders.csv has other columns
+    with pytest.raises(PluginFailed, match="not falling back to the built-in reader csv: its dataset 'items' "
+                                           "has columns id, customer, amount, updated_at") as caught:
+        engine(custom(f"{PLUGINS}:RaisingMidStream", fallback="default")).run()
+    assert "source.reader.fallback: fail" in str(caught.value)
+    assert not (workdir / "out" / "items").exists() or not markers(workdir / "out" / "items")
+
+
+def test_no_fallback_to_a_built_in_that_would_write_another_table(workdir, engine) -> None:
+    text = custom(f"{PLUGINS}:NamedDatasetMidStreamFailure", fallback="default")
+    with pytest.raises(PluginFailed, match="reads dataset.s. items where the custom reader read orders"):
+        engine(text).run()
+
+
+def test_the_hint_fits_a_connector_without_a_built_in(workdir, engine) -> None:
+    text = custom(f"{PLUGINS}:RaisingMidStream", fallback="default").replace("type: csv", "type: acme_api")
+    text = text.replace("path: data/orders.csv", "")
+    with pytest.raises(PluginFailed) as caught:
+        engine(text).run()
+    message = str(caught.value)
+    assert "'acme_api' has no built-in reader to fall back to" in message
+    assert "fallback: default to use the built-in" not in message
 
 
 @pytest.mark.parametrize(("writer", "falls_back"), [("FailingWriter", True), ("SealedFailingWriter", False)])
@@ -186,7 +213,7 @@ def test_incremental_cursor_must_be_a_column(workdir, engine) -> None:
     with pytest.raises(ConfigError) as caught:
         engine(text).run()
     assert "source.incremental.cursor 'updated' is not a column of dataset 'items'" in str(caught.value)
-    assert "Use one of: ts." in str(caught.value)
+    assert "Use one of: ts;" in str(caught.value)
     assert caught.value.job == "items"
 
 

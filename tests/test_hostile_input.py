@@ -78,6 +78,24 @@ def test_a_dataset_name_cannot_climb_out_of_the_target(tmp_path: Path, victim: P
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
 
 
+@pytest.mark.parametrize("where", ["table: ../../../victimT", "namespace: ../../victimT",
+                                   "datasets: {climb: {table: ../../../victimT}}"])
+def test_an_iceberg_table_name_cannot_climb_out_of_the_warehouse(tmp_path: Path, where: str) -> None:
+    (tmp_path / "x.csv").write_text("id\n1\n")
+    path = job(tmp_path, f"""\
+        version: 1
+        name: climb
+        source: {{type: csv, path: x.csv}}
+        target: {{type: iceberg, {where}}}
+        """)
+    before = sorted(p.name for p in tmp_path.parent.iterdir())
+    result = dativo("run", str(path), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "'../../" in result.stderr and "cannot name a table or namespace" in result.stderr
+    assert sorted(p.name for p in tmp_path.parent.iterdir()) == before
+    assert not list(tmp_path.rglob("*victimT*"))
+
+
 @pytest.mark.parametrize(
     ("options", "expected"),
     [

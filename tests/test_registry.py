@@ -53,7 +53,7 @@ def test_missing_module() -> None:
         resolve("reader", "acme_nowhere.readers:Orders")
     assert caught.value.plugin == "acme_nowhere.readers:Orders"
     assert "cannot import module 'acme_nowhere.readers' (no module named 'acme_nowhere')" in str(caught.value)
-    assert "Install the package that provides it, or fix the dotted path." in str(caught.value)
+    assert "Install the package that provides it, fix the dotted path, or put the module beside" in str(caught.value)
 
 
 def test_missing_class_suggests_a_close_one() -> None:
@@ -209,3 +209,50 @@ def test_plugin_processes_are_not_resolved_here() -> None:
 
     with pytest.raises(TypeError, match="PluginHost"):
         resolve("reader", PluginCommand(command=["./bin/x"]))  # type: ignore[arg-type]
+
+
+FLAKY = '''
+import pyarrow as pa
+from dativo.api import Reader
+
+class Reader(Reader):
+    schema = pa.schema([("id", pa.int64())])
+
+    def read(self, split):
+        yield pa.record_batch([pa.array([1, 2, 3], pa.int64())], schema=self.schema)
+'''
+
+
+def test_a_single_file_plugin_beside_the_job_runs_from_any_folder(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from tests.conftest import subprocess_env
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "flaky.py").write_text(FLAKY)
+    (jobs / "job.yaml").write_text(
+        "version: 1\nname: flaky\nsource: {type: flaky_api, reader: {type: custom, implementation: 'flaky:Reader'}}\n"
+        "target: {type: parquet, path: out}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-m", "dativo", "run", str(jobs / "job.yaml"), "--json"], cwd=elsewhere,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows_written"] == 3
+    assert "flaky" not in sys.modules
+
+
+def test_a_module_beside_the_job_never_shadows_an_installed_one(tmp_path: Path) -> None:
+    (tmp_path / "json.py").write_text(FLAKY)
+    with pytest.raises(PluginIncompatible, match="'json:Reader'|json"):
+        resolve("reader", "json:JSONDecoder", beside=tmp_path)  # the standard library's json, not ours
+    with pytest.raises(PluginNotFound, match="no attribute 'Reader'"):
+        resolve("reader", "json:Reader", beside=tmp_path)
+
+
+def test_a_missing_module_says_where_it_is_looked_for(tmp_path: Path) -> None:
+    with pytest.raises(PluginNotFound, match="beside the job file"):
+        resolve("reader", "nowhere_mod:Reader", beside=tmp_path)

@@ -260,6 +260,21 @@ typedef int32_t (*DativoAbiVersionFn)(void);
  * "0.0.0" and the language "c". */
 typedef const char* (*DativoPluginInfoFn)(void);
 
+/* OPTIONAL (added to ABI 1 later: a Dativo that does not know it never calls it). The JSON Schema of
+ * the options of `role` ("reader" or "writer"), i.e. of what the job's reader.options or
+ * writer.options may hold, as a static JSON object:
+ *     {"type": "object", "additionalProperties": false,
+ *      "properties": {"batch_size": {"type": "integer", "minimum": 1, "description": "…"}}}
+ * Dativo checks a job's options against it before reader_new / writer_new is called, with the
+ * messages it gives for Python plugins (the YAML line, "did you mean" for a misspelt key, the key of
+ * a value of the wrong type), and `dativo plugins info` shows it. Checked are type, properties,
+ * required, additionalProperties: false, enum, const, minimum / maximum (and their exclusive forms),
+ * items, anyOf / oneOf and local $ref; other keywords (default, description …) document. It covers
+ * `options` only: keep checking the settings, and the options too (an older Dativo does not ask).
+ * The returned pointer must stay valid while the library is loaded; NULL: that role's options are
+ * not declared (anything goes, and `dativo plugins info` says so). */
+typedef const char* (*DativoPluginConfigSchemaFn)(const char* role);
+
 /* --- Reader ----------------------------------------------------------------------------------- */
 
 /* REQUIRED. Create a reader from config_json (see "JSON shapes"): validate the options and settings
@@ -361,6 +376,7 @@ typedef void (*DativoWriterReleaseFn)(DativoWriter* writer);
 #ifndef DATIVO_PLUGIN_NO_PROTOTYPES
 DATIVO_EXPORT int32_t dativo_abi_version(void);
 DATIVO_EXPORT const char* dativo_plugin_info(void);
+DATIVO_EXPORT const char* dativo_plugin_config_schema(const char* role);
 DATIVO_EXPORT DativoStatusCode dativo_reader_new(const char* config_json, DativoReader** out,
                                                  struct DativoError* error);
 DATIVO_EXPORT DativoStatusCode dativo_reader_check(DativoReader* reader, struct DativoError* error);

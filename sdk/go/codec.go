@@ -47,7 +47,11 @@ func decodeStrict(raw json.RawMessage, v any, prefix string) error {
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &typeErr):
-		return ConfigError(fmt.Sprintf("%s.%s must be %s, not a JSON %s", prefix, typeErr.Field,
+		where := prefix
+		if typeErr.Field != "" {
+			where += "." + typeErr.Field
+		}
+		return ConfigError(fmt.Sprintf("%s must be %s, not a JSON %s", where,
 			goTypeName(typeErr.Type.String()), typeErr.Value), "")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)

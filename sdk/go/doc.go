@@ -12,6 +12,10 @@
 // [CommitStateUnknown] so the host raises the matching dativo.errors class. Any other error, and any
 // panic, becomes PluginFailed.
 //
+// Rows and options can be Go structs: [SchemaOf] derives a dataset's Arrow schema from a struct type,
+// [StreamRows] and [RowWriter] turn values of it into record batches, and [NewOptions] derives the JSON
+// Schema of the options (which the host checks a job against) from an options struct and decodes them.
+//
 // The host may run several splits at once: Read and Write are called concurrently, one goroutine per
 // Flight call, and must be safe for that.
 package dativo

@@ -29,7 +29,7 @@ from dativo.errors import (
 )
 from dativo.storage import CommitRecord, DatasetStores, ParquetSink, S3Settings, Store, StoreOptions, open_store
 
-API_VERSION = "1.0.0"
+API_VERSION = "1.1.0"
 """Version of this contract. Plugins declare the range they support in ``api_version``."""
 
 Mode = Literal["append", "overwrite", "merge"]
@@ -68,12 +68,20 @@ class Dataset:
         schema: The Arrow schema every batch will have; ``None`` means "the first batch decides".
         primary_key: Columns that identify a row (used for splits, merge and cursor tie-breaks).
         cursor_candidates: Columns usable as an incremental cursor (monotonic timestamps, sequences).
+        cursor: This dataset's own incremental cursor, when the reader's per-dataset settings give one;
+            it replaces the job's ``incremental.cursor`` for this dataset (and makes it incremental).
+        estimated_rows: The source's estimate of its size in rows, if it has one (shown by discover).
+        details: JSON-serialisable facts for people (kind, partitions, source column types …), shown by
+            ``dativo discover``; the engine does not act on them.
     """
 
     name: str
     schema: pa.Schema | None = None
     primary_key: tuple[str, ...] = ()
     cursor_candidates: tuple[str, ...] = ()
+    cursor: str | None = None
+    estimated_rows: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

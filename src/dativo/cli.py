@@ -14,26 +14,24 @@ import signal
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import pyarrow as pa
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
 from dativo import __version__
-from dativo.api import API_VERSION
+from dativo.api import API_VERSION, Dataset
+from dativo.cli_common import DebugOpt, JobArg, JsonOpt, Terminated, err, fail, guarded, out, setup_logging
+from dativo.cli_plugins import plugin_app, plugins_app, sdk_app
 from dativo.config import job_schema, load_job
-from dativo.errors import DativoError
-from dativo.report import RunReport
-from dativo.secrets import RedactingFilter, shown
+from dativo.market.command import register as register_distribution
+from dativo.report import DatasetReport, RunReport
+from dativo.secrets import shown
 
 app = typer.Typer(
     name="dativo",
@@ -42,54 +40,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-plugins_app = typer.Typer(help="List and inspect readers and writers.", no_args_is_help=True)
+register_distribution(plugin_app, plugins_app)
 app.add_typer(plugins_app, name="plugins")
-plugin_app = typer.Typer(help="Develop and run plugins.", no_args_is_help=True)
 app.add_typer(plugin_app, name="plugin")
+app.add_typer(sdk_app, name="sdk")
 
-out = Console()
-err = Console(stderr=True)
 log = logging.getLogger("dativo")
-T = TypeVar("T")
-
-JobArg = Annotated[Path, typer.Argument(help="The job YAML file.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Verbose logs, and tracebacks on errors.")]
-
-
-def _setup_logging(*, debug: bool, quiet: bool) -> None:
-    handler = RichHandler(console=err, show_path=debug, show_time=debug, rich_tracebacks=debug)
-    handler.addFilter(RedactingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("dativo").setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO)
-
-
-def _fail(exc: BaseException, *, debug: bool) -> int:
-    if isinstance(exc, DativoError):
-        err.print(f"[bold red]Error:[/] {escape(shown(str(exc)))}", highlight=False, soft_wrap=True)
-        code = exc.exit_code
-    elif isinstance(exc, KeyboardInterrupt):
-        what = "Terminated" if isinstance(exc, Terminated) else "Interrupted"
-        err.print(f"[bold red]{what}.[/] Nothing was committed by the interrupted step.")
-        code = 143 if isinstance(exc, Terminated) else 130
-    else:
-        err.print(
-            f"[bold red]Internal error:[/] {type(exc).__name__}: {escape(shown(str(exc)))}. "
-            "Rerun with --debug for the traceback, and report it.",
-            highlight=False,
-            soft_wrap=True,
-        )
-        code = 1
-    if debug:  # as text, so that secrets in exception messages are redacted like everywhere else
-        trace = "".join(traceback.format_exception(exc))
-        err.print(escape(shown(trace)), highlight=False, soft_wrap=True, end="")
-    return code
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that a run stops and cleans up as on Ctrl-C."""
 
 
 @contextmanager
@@ -131,13 +87,6 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _guarded(fn: Callable[[], T], *, debug: bool) -> T:
-    try:
-        return fn()
-    except (Exception, KeyboardInterrupt) as exc:
-        raise typer.Exit(_fail(exc, debug=debug)) from None
-
-
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[int], None] | None]:
     """A live line with rows and rows/s on a terminal; nothing elsewhere."""
@@ -174,7 +123,26 @@ def _progress(enabled: bool) -> Iterator[Callable[[int], None] | None]:
             ticker.join()
 
 
-def _summary(report: RunReport) -> Table:
+def _paragraph(text: str) -> str:
+    """The first line of a message whose detail (a plugin's stderr) the log above has shown in full."""
+    first, _, rest = text.partition("\n")
+    return f"{first} (its stderr is in the log above)" if rest else first
+
+
+def _committed(d: DatasetReport, replaces: bool) -> str:
+    """What the run committed for one dataset: a new commit, none (no new rows), or an earlier run's."""
+    if d.no_op:
+        return f"{d.name} → {d.commit_id} (already committed)"
+    if d.commit_id is None:
+        return f"{d.name}: nothing committed"
+    if d.rows == 0 and d.files == 0 and not replaces:  # nothing new to add: the target stays as it was
+        return f"{d.name}: unchanged (no new rows)"
+    return f"{d.name} → {d.commit_id}"
+
+
+def _summary(report: RunReport, mode: str = "append") -> Table:
+    """The table printed after a run; ``mode`` is the job's (an ``overwrite`` commits even without rows)."""
+    replaces = mode == "overwrite" or report.full_refresh
     table = Table(title=f"dativo run · {report.job}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -187,9 +155,8 @@ def _summary(report: RunReport) -> Table:
         ("peak memory", f"{report.peak_rss_mb:,.0f} MiB"),
         ("reader", side(report.reader)),
         ("writer", side(report.writer)),
-        ("fallback", f"yes: {report.fallback_reason}" if report.fallback_used else "no"),
-        ("commit", ", ".join(f"{d.name} → {d.commit_id}{' (already committed)' if d.no_op else ''}"
-                             for d in report.datasets) or "-"),
+        ("fallback", f"yes: {_paragraph(report.fallback_reason or '')}" if report.fallback_used else "no"),
+        ("commit", ", ".join(_committed(d, replaces) for d in report.datasets) or "-"),
         ("run id", report.run_id),
     ]
     for key, value in rows:
@@ -206,17 +173,22 @@ def run(
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="Reuse a run id: a run already committed becomes a no-op.")
     ] = None,
+    full_refresh: Annotated[bool, typer.Option(
+        "--full-refresh",
+        help="Read every dataset from scratch, ignoring its incremental state, and replace its target's rows "
+        "(reconciles deletes and updates an incremental run cannot see).",
+    )] = False,
 ) -> None:
     """Run a job: read, write, and commit atomically."""
     from dativo.engine import Engine
 
-    _setup_logging(debug=debug, quiet=quiet or as_json)
+    setup_logging(debug=debug, quiet=quiet or as_json)
     started = time.monotonic()
     config = engine = None
     run_id = uuid.uuid4().hex if run_id is None else run_id
     try:
         config = load_job(job)
-        engine = Engine(config, run_id=run_id)
+        engine = Engine(config, run_id=run_id, full_refresh=full_refresh)
         with _interruptible(lambda: engine.committing), _progress(not (quiet or as_json)) as on_rows:
             engine.on_rows = on_rows
             report = engine.run()
@@ -230,14 +202,14 @@ def run(
                 error_type=type(exc).__name__,
             ).finish(time.monotonic() - started)
             out.print_json(failed.to_json())
-        code = _fail(exc, debug=debug)
+        code = fail(exc, debug=debug)
         if engine is not None and engine.abandoned:  # a plugin call that ignores cancellation must not
             _exit_now(code)                           # keep the process (and its exit) waiting
         raise typer.Exit(code) from None
     if as_json:
         print(report.to_json())
     elif not quiet:
-        out.print(_summary(report))
+        out.print(_summary(report, config.target.mode if config else "append"))
 
 
 @app.command()
@@ -256,7 +228,7 @@ def maintain(
     from dativo.engine import Engine
     from dativo.maintenance import MaintenancePolicy, parse_duration
 
-    _setup_logging(debug=debug, quiet=as_json)
+    setup_logging(debug=debug, quiet=as_json)
 
     def work() -> list[Any]:
         policy = MaintenancePolicy(
@@ -267,7 +239,7 @@ def maintain(
         )
         return Engine(load_job(job)).maintain(policy, dry_run=dry_run)
 
-    results = _guarded(work, debug=debug)
+    results = guarded(work, debug=debug)
     if as_json:
         print(json.dumps([r.__dict__ for r in results], indent=2))
         return
@@ -290,8 +262,8 @@ def check(job: JobArg, as_json: JsonOpt = False, debug: DebugOpt = False) -> Non
 
     from dativo.plugins.sandbox import status_row
 
-    _setup_logging(debug=debug, quiet=as_json)
-    rows = _guarded(lambda: Engine(load_job(job)).check(), debug=debug)
+    setup_logging(debug=debug, quiet=as_json)
+    rows = guarded(lambda: Engine(load_job(job)).check(), debug=debug)
     rows.append(status_row())  # whether this machine can sandbox at all (a job that needs it failed above)
     if as_json:
         print(json.dumps([{"component": c, "implementation": i, "status": s} for c, i, s in rows]))
@@ -304,117 +276,73 @@ def check(job: JobArg, as_json: JsonOpt = False, debug: DebugOpt = False) -> Non
 
 
 @app.command()
-def discover(job: JobArg, as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
-    """List the datasets the job's source offers, with schemas and keys."""
+def discover(
+    job: JobArg,
+    as_json: JsonOpt = False,
+    columns: Annotated[bool, typer.Option("--columns/--no-columns", help="Show each dataset's columns.")] = True,
+    debug: DebugOpt = False,
+) -> None:
+    """List the datasets the job's source offers: kinds, sizes, keys, cursor candidates and columns.
+
+    A postgres source without tables: lists every table and view the connection can read.
+    """
     from dativo.engine import Engine
 
-    _setup_logging(debug=debug, quiet=as_json)
-    datasets = _guarded(lambda: Engine(load_job(job)).discover(), debug=debug)
+    setup_logging(debug=debug, quiet=as_json)
+    datasets = guarded(lambda: Engine(load_job(job)).discover(), debug=debug)
     if as_json:
-        print(json.dumps([
-            {
-                "name": d.name,
-                "primary_key": list(d.primary_key),
-                "cursor_candidates": list(d.cursor_candidates),
-                "columns": [
-                    {"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in (d.schema or [])
-                ],
-            }
-            for d in datasets
-        ], indent=2))
+        print(json.dumps([_dataset_json(d) for d in datasets], indent=2, default=str))
+        return
+    summary = Table("dataset", "kind", "rows (est.)", "key", "cursor candidates", "partitions",
+                    title=f"{len(datasets)} dataset(s)")
+    for d in datasets:
+        details = d.details
+        partitions = details.get("partitions") or []
+        parts = f"{len(partitions)}" if partitions else ""
+        if details.get("partition_of"):
+            parts = f"partition of {details['partition_of']}"
+        rows = "-" if d.estimated_rows is None else f"~{d.estimated_rows:,}"
+        candidates = ", ".join(f"{c} (cursor)" if c == d.cursor else c for c in d.cursor_candidates)
+        summary.add_row(*(escape(shown(str(v))) for v in (
+            d.name, details.get("kind", ""), rows, ", ".join(d.primary_key) or "-", candidates or "-", parts)))
+    out.print(summary)
+    if not columns:
         return
     for d in datasets:
+        types = d.details.get("source_types") or {}
         title = shown(f"{d.name}  (key: {', '.join(d.primary_key) or '-'})")
-        table = Table("column", "type", "nullable", title=escape(title))
+        table = Table("column", "type", "source type", "nullable", title=escape(title))
         for f in d.schema or []:
-            table.add_row(escape(shown(f.name)), escape(shown(str(f.type))), "yes" if f.nullable else "no")
+            table.add_row(escape(shown(f.name)), escape(shown(str(f.type))),
+                          escape(shown(str(types.get(f.name, "")))), "yes" if f.nullable else "no")
         out.print(table)
 
 
-@plugins_app.command("list")
-def plugins_list(as_json: JsonOpt = False) -> None:
-    """Built-in and installed readers and writers, with versions and API ranges."""
-    from dativo.plugins.host import PluginHost
-    from dativo.registry import list_plugins
-
-    with PluginHost() as host:  # an executable's entry point is asked for its spec, then stopped
-        rows = list_plugins(host.describe)
-    if as_json:
-        print(json.dumps([row.__dict__ for row in rows], indent=2))
-        return
-    table = Table("kind", "name", "origin", "version", "language", "api", "status",
-                  title=f"dativo plugins (API {API_VERSION})")
-    notes = []
-    for row in rows:
-        status = "[green]ok[/]" if row.status == "ok" else "[yellow]unavailable[/]"
-        if row.status != "ok":
-            notes.append(f"{row.role} {row.name}: {row.status.removeprefix('unavailable: ')}")
-        cells = (row.role, row.name, row.origin, row.version, row.language, row.api_version)
-        table.add_row(*(escape(shown(str(cell))) for cell in cells), status)
-    out.print(table)
-    for note in notes:
-        out.print(f"[yellow]•[/] {escape(shown(note))}", soft_wrap=True)
-
-
-@plugins_app.command("info")
-def plugins_info(
-    name: Annotated[str, typer.Argument(help="A built-in name, entry point or package.module:Class.")],
-    kind: Annotated[str, typer.Option("--kind", help="reader or writer.")] = "reader",
-    debug: DebugOpt = False,
-) -> None:
-    """One implementation: where it comes from, its versions, and the JSON Schema of its options."""
-    from dativo.plugins.host import PluginHost
-
-    if kind not in ("reader", "writer"):
-        raise typer.Exit(_fail(DativoError(f"--kind must be reader or writer, not {kind!r}"), debug=debug))
-    with PluginHost() as host:  # a plugin process started to tell its spec is stopped again
-        spec = _guarded(lambda: host.resolve(kind, name), debug=debug)  # type: ignore[arg-type]
-    print(json.dumps({
-        "kind": spec.role,
-        "name": spec.name,
-        "class": f"{spec.cls.__module__}:{spec.cls.__qualname__}",
-        "origin": spec.origin,
-        "version": spec.version,
-        "language": spec.language,
-        "api_version": spec.api_version,
-        "options": spec.cls.Config.model_json_schema(),
-    }, indent=2))
-
-
-@plugin_app.command("serve")
-def plugin_serve(
-    targets: Annotated[list[str], typer.Argument(
-        help="A reader and/or a writer: package.module:Class, an entry point or a built-in name.",
-        show_default=False,
-    )],
-    listen: Annotated[str | None, typer.Option(
-        "--listen", help="Flight location to listen on, e.g. grpc://127.0.0.1:0 or grpc+unix:///path "
-        "(default grpc://127.0.0.1:0). When a host started it, it listens on the host's socket, "
-        "$DATIVO_FLIGHT_SOCKET, whatever this says.",
-    )] = None,
-    role: Annotated[str | None, typer.Option("--role", help="Serve one role only: reader or writer.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="The plugin's name in its handshake.")] = None,
-    stdin_eof: Annotated[bool | None, typer.Option(
-        "--exit-on-stdin-eof/--no-exit-on-stdin-eof",
-        help="Exit when stdin reaches EOF (default: when a host started it, i.e. DATIVO_PROTOCOL is set).",
-        show_default=False,
-    )] = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Serve a Python reader and/or writer out of process, over Arrow Flight (docs/plugins/protocol.md)."""
-    from dativo.plugins.serve import serve
-
-    if role not in (None, "reader", "writer"):
-        raise typer.Exit(_fail(DativoError(f"--role must be reader or writer, not {role!r}"), debug=debug))
-    code = serve(targets, listen=listen, role=role,  # type: ignore[arg-type]
-                 name=name, exit_on_stdin_eof=stdin_eof, debug=debug)
-    raise typer.Exit(code)
+def _dataset_json(d: Dataset) -> dict[str, Any]:
+    types = d.details.get("source_types") or {}
+    return {
+        "name": d.name,
+        "kind": d.details.get("kind"),
+        "estimated_rows": d.estimated_rows,
+        "primary_key": list(d.primary_key),
+        "cursor_candidates": list(d.cursor_candidates),
+        "cursor": d.cursor,
+        "details": {k: v for k, v in d.details.items() if k != "source_types"},
+        "columns": [
+            {"name": f.name, "type": str(f.type), "source_type": types.get(f.name), "nullable": f.nullable}
+            for f in (d.schema or [])
+        ],
+    }
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of the job file."""
-    print(json.dumps(job_schema(), indent=2))
+def schema(
+    manifest: Annotated[bool, typer.Option("--manifest", help="Print the schema of dativo-plugin.toml instead.")] = False,
+) -> None:
+    """Print the JSON Schema of the job file (or of a plugin's manifest)."""
+    from dativo.market.manifest import schema as manifest_schema
+
+    print(json.dumps(manifest_schema() if manifest else job_schema(), indent=2))
 
 
 def _version(value: bool) -> None:

@@ -359,6 +359,23 @@ class TargetConfig(_Section):
     )
 
 
+class PolicyConfig(_Strict):
+    """What may run of the installed plugins (docs/plugins/publishing.md)."""
+
+    unsigned: Literal["sandbox", "refuse", "allow"] | None = Field(
+        None,
+        description="An installed plugin package that is unsigned, signed by an untrusted key or not pinned in "
+        "dativo.lock: `sandbox` runs it only in the sandbox with the capabilities its manifest declares, "
+        "`refuse` refuses it, `allow` runs it as configured. Unset: the project's dativo.toml, else sandbox.",
+    )
+
+
+class PluginsConfig(_Strict):
+    """How the job treats installed plugins."""
+
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+
 class JobConfig(_Strict):
     """One ingestion job: a source, a target, and how to move data between them."""
 
@@ -366,6 +383,7 @@ class JobConfig(_Strict):
     name: str = Field(pattern=_NAME, description="The job's name: used in messages, state and reports.")
     source: SourceConfig
     target: TargetConfig
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     _path: Path | None = PrivateAttr(None)
 
     @property
@@ -399,21 +417,31 @@ def _models_in(annotation: Any, tag: str | None = None) -> list[type[BaseModel]]
 def _fields_at(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
     """Names of the fields allowed at ``path`` inside ``model`` (for "did you mean").
 
-    ``path`` is an error location: a ``form:…`` part after a field picks that member of a tagged union.
+    ``path`` is an error location: a ``form:…`` part after a field picks that member of a tagged union, and
+    a list position is skipped (the items' model is the list's). Fields are named as the YAML names them
+    (their alias, if they have one).
     """
     current: Any = model
     parts = [str(p) for p in path]
     while parts:
         part = parts.pop(0)
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
+        fields = _keys(current)
+        if part.isdigit() and part not in fields:
+            continue
+        if part not in fields:
             return []
         tag = parts.pop(0) if parts and parts[0].startswith("form:") else None
         candidates = _models_in(fields[part].annotation, tag)
         if not candidates:
             return []
         current = candidates[0]
-    return list(getattr(current, "model_fields", {}))
+    return list(_keys(current))
+
+
+def _keys(model: Any) -> dict[str, Any]:
+    """A model's fields by the key the YAML uses for each."""
+    fields = getattr(model, "model_fields", None) or {}
+    return {field.alias or name: field for name, field in fields.items()}
 
 
 def describe_validation_error(
@@ -435,7 +463,8 @@ def describe_validation_error(
         if kind == "extra_forbidden":
             allowed = [*_fields_at(model, raw[:-1]), *extra_fields]
             guess = difflib.get_close_matches(path[-1], allowed, n=1, cutoff=0.6)
-            hint = f"did you mean '{guess[0]}'?" if guess else f"allowed keys: {', '.join(sorted(allowed))}"
+            hint = (f"did you mean '{guess[0]}'?" if guess else
+                    f"allowed keys: {', '.join(sorted(allowed))}" if allowed else "no keys are allowed here")
             problems.append(f"{where}: unknown key; {hint}")
         elif kind == "missing":
             problems.append(f"{where}: required key is missing")

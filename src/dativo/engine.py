@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from dativo.api import CommitInfo, Context, Dataset, Role, Split, WrittenFiles
+from dativo.api import CommitInfo, Context, Dataset, Mode, Role, Split, WrittenFiles
 from dativo.config import ImplementationConfig, JobConfig, job_locator
 from dativo.errors import (
     ConfigError,
@@ -28,15 +28,17 @@ from dativo.errors import (
     PluginFailed,
     PluginIncompatible,
     PluginNotFound,
+    PluginUntrusted,
     SandboxError,
     fallback_hint,
     side,
     translate,
 )
 from dativo.executors.local import LocalExecutor
+from dativo.fallback import same_datasets, situated
 from dativo.plugins.host import PluginHost
 from dativo.registry import BUILTIN_READERS, BUILTIN_WRITERS, PluginSpec, builtin_for, has_builtin
-from dativo.report import DatasetReport, PluginReport, RunReport
+from dativo.report import DatasetReport, PluginReport, RunReport, collecting_warnings
 from dativo.maintenance import Maintainable, MaintenancePolicy, MaintenanceResult
 from dativo.names import check_plugin_name, check_run_id, printable
 from dativo.runs import DatasetRun, SplitRun, call, cause
@@ -64,6 +66,10 @@ class Engine:
         run_id: Id of this run; reusing the id of a committed run makes its commit a no-op.
         on_rows: Progress callback, called with the row count of every batch that was read.
         work_dir: Scratch and embedded-default folder (default ``./.dativo``).
+        full_refresh: Read every dataset from scratch (its committed state ignored) and replace what its
+            target holds (mode ``overwrite`` whatever the job says), committing a fresh state: how rows
+            that incremental runs cannot see (deletes, updates that did not move the cursor, NULL cursors)
+            are reconciled.
     """
 
     def __init__(
@@ -73,8 +79,10 @@ class Engine:
         run_id: str | None = None,
         on_rows: Callable[[int], None] | None = None,
         work_dir: Path | None = None,
+        full_refresh: bool = False,
     ) -> None:
         self.job = job
+        self.full_refresh = full_refresh
         self.run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         self.on_rows = on_rows
         self.work_dir = (work_dir or Path.cwd() / ".dativo").resolve()
@@ -84,13 +92,16 @@ class Engine:
         self.abandoned = 0
         """Splits an interrupt left running: their plugins are not closed under them."""
         self._host: PluginHost | None = None
+        self._custom_datasets: list[Dataset] | None = None
+        """What the custom reader discovered, which a built-in that replaces it must match."""
 
     # --- the plugin host ------------------------------------------------------------------------------
 
     @contextmanager
     def _hosting(self) -> Iterator[PluginHost]:
         """Open this run's plugin host; closing it stops every plugin process the run left running."""
-        with PluginHost(job=self.job.name) as host:
+        beside = self.job.path.parent.resolve() if self.job.path else None
+        with PluginHost(job=self.job.name, beside=beside, policy=self.job.plugins.policy.unsigned) as host:
             self._host = host
             try:
                 yield host
@@ -214,7 +225,13 @@ class Engine:
 
     def _run(self) -> RunReport:
         started = time.monotonic()
-        report = RunReport(job=self.job.name, run_id=self.run_id)
+        report = RunReport(job=self.job.name, run_id=self.run_id, full_refresh=self.full_refresh)
+        with collecting_warnings(report.warnings):
+            self._attempts(report)
+        return report.finish(time.monotonic() - started)
+
+    def _attempts(self, report: RunReport) -> None:
+        """Run with the custom plugins, then with the built-in of a side whose custom plugin failed."""
         readers, writers = self._candidates("reader"), self._candidates("writer")
         r = w = 0
         while True:
@@ -223,24 +240,23 @@ class Engine:
             try:
                 with self._plugins(readers[r], writers[w], custom) as (reader, writer):
                     report.reader, report.writer = reader.report, writer.report
-                    runs = self._write_all(reader, writer)
+                    runs = self._write_all(reader, writer, fallback=r > 0)
                     self._commit_all(writer, runs, report)
-                break
+                return
             except DativoError as exc:
-                if isinstance(exc, ConfigError | SandboxError):
-                    raise  # the user's to fix: the built-in implementation would meet it too
+                if isinstance(exc, ConfigError | SandboxError | PluginUntrusted):
+                    raise  # the user's to fix (and a refused plugin is never silently replaced)
                 if exc.role == "reader" and r + 1 < len(readers) and self._may_fall_back("reader"):
                     r += 1
                 elif exc.role == "writer" and w + 1 < len(writers) and self._may_fall_back("writer"):
                     w += 1
                 else:
-                    raise
+                    raise situated(exc, self.job) from exc.__cause__
                 reason = f"custom {exc.role} failed during {exc.stage or 'load'}: {exc}"
                 log.warning("%s; falling back to the built-in %s (%s.fallback: default)", reason, exc.role,
                             side(exc.role))
                 report.fallback_used = True
                 report.fallback_reason = "; ".join(filter(None, [report.fallback_reason, reason]))
-        return report.finish(time.monotonic() - started)
 
     def _may_fall_back(self, role: Role) -> bool:
         """Whether the custom plugin lets the built-in replace it (an encrypting writer must not)."""
@@ -304,12 +320,19 @@ class Engine:
                 name, "dataset name", role="reader", stage="discover"), dataset.name)
         return datasets
 
-    def _write_all(self, reader: _Loaded, writer: _Loaded) -> list[DatasetRun]:
+    def _write_all(self, reader: _Loaded, writer: _Loaded, *, fallback: bool = False) -> list[DatasetRun]:
         call(writer, "check", writer.instance.check)
         call(reader, "check", reader.instance.check)
         runs: list[DatasetRun] = []
+        datasets = self._discover(reader)
+        if fallback:
+            same_datasets(self._custom_datasets, datasets, reader.spec.name, job=self.job.name)
+        else:
+            self._custom_datasets = datasets
+        for dataset in datasets:  # every dataset is checked before any target is created
+            self._check_dataset(dataset)
         try:
-            for dataset in self._discover(reader):
+            for dataset in datasets:
                 run = self._start_dataset(writer, dataset)
                 runs.append(run)
                 self._write_dataset(reader, writer, run)
@@ -323,18 +346,30 @@ class Engine:
             raise
         return runs
 
+    def _cursor(self, dataset: Dataset) -> str | None:
+        """The dataset's incremental cursor: its own (from the reader's per-dataset settings), else the job's."""
+        return dataset.cursor or (self.job.source.incremental.cursor if self.job.source.incremental else None)
+
+    def _check_dataset(self, dataset: Dataset) -> None:
+        """The job's cursor is a column of ``dataset`` (checked for every dataset before any is written)."""
+        cursor = self._cursor(dataset)
+        if cursor and dataset.schema is not None and cursor not in dataset.schema.names:
+            candidates = ", ".join(dataset.cursor_candidates) or ", ".join(dataset.schema.names)
+            where = "its own cursor" if dataset.cursor else "source.incremental.cursor"
+            raise ConfigError(
+                f"{where} '{cursor}' is not a column of dataset '{dataset.name}'",
+                job=self.job.name,
+                hint=f"Use one of: {candidates}; or give the dataset a cursor of its own in the source's "
+                "per-table settings. No target was created.",
+            )
+
     def _start_dataset(self, writer: _Loaded, dataset: Dataset) -> DatasetRun:
-        cursor = self.job.source.incremental.cursor if self.job.source.incremental else None
+        cursor = self._cursor(dataset)
         if not cursor:
             return DatasetRun(dataset, dataset.schema, None, None)
-        if dataset.schema is not None and cursor not in dataset.schema.names:
-            candidates = ", ".join(dataset.cursor_candidates) or ", ".join(dataset.schema.names)
-            raise ConfigError(
-                f"source.incremental.cursor '{cursor}' is not a column of dataset '{dataset.name}'",
-                job=self.job.name,
-                hint=f"Use one of: {candidates}.",
-            )
-        state = call(writer, "state", writer.instance.state, dataset)
+        state = call(writer, "state", writer.instance.state, dataset)  # also what the commit's CAS starts from
+        if self.full_refresh:
+            state = None
         return DatasetRun(dataset, dataset.schema, state, WatermarkTracker(cursor, tuple(dataset.primary_key)))
 
     def _write_dataset(self, reader: _Loaded, writer: _Loaded, run: DatasetRun) -> None:
@@ -343,7 +378,7 @@ class Engine:
         for split in splits:
             self._check_split(reader, run.dataset, split)
         run.splits = len(splits)
-        mode = self.job.target.mode
+        mode: Mode = "overwrite" if self.full_refresh else self.job.target.mode
         run.prepare(writer, mode)
         cancel = threading.Event()
         tasks = [SplitRun(run, split, reader, writer, mode=mode, cancel=cancel, on_rows=self.on_rows)

@@ -23,6 +23,7 @@ class DativoError(Exception):
         job: The job's name, when known.
         plugin: The implementation involved (``csv``, ``acme.readers:OrdersReader`` …), when any.
         hint: What the user should do about it.
+        detail: Lines shown as they are after the paragraph (the end of a plugin process's stderr).
     """
 
     exit_code: int = 1
@@ -30,6 +31,8 @@ class DativoError(Exception):
     """``reader`` or ``writer`` when the error came from one side of the pipeline (set by the engine)."""
     stage: str = ""
     """The contract method that failed (``check``, ``discover``, ``plan``, ``read``, ``write`` …)."""
+    detail: str = ""
+    """Shown after the paragraph, line by line (e.g. the last lines of a plugin process's stderr)."""
 
     def __init__(
         self,
@@ -38,12 +41,14 @@ class DativoError(Exception):
         job: str | None = None,
         plugin: str | None = None,
         hint: str | None = None,
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
         self.job = job
         self.plugin = plugin
         self.hint = hint
+        self.detail = detail
 
     def with_context(
         self,
@@ -52,8 +57,9 @@ class DativoError(Exception):
         plugin: str | None = None,
         role: str | None = None,
         stage: str | None = None,
+        detail: str | None = None,
     ) -> DativoError:
-        """This error with the job, plugin, role and stage filled in where they are not set yet.
+        """This error with the job, plugin, role, stage and detail filled in where they are not set yet.
 
         Returns:
             ``self`` when nothing is missing, else a new exception of the same class (the caught one is
@@ -61,13 +67,23 @@ class DativoError(Exception):
         """
         changes = {
             name: value
-            for name, value in (("job", job), ("plugin", plugin), ("role", role), ("stage", stage))
+            for name, value in (
+                ("job", job), ("plugin", plugin), ("role", role), ("stage", stage), ("detail", detail)
+            )
             if value and not getattr(self, name)
         }
         if not changes:
             return self
         error = copy.copy(self)
         error.__dict__.update(changes)
+        error.__cause__, error.__suppress_context__ = self.__cause__, self.__suppress_context__
+        error.__traceback__ = self.__traceback__
+        return error
+
+    def with_hint(self, hint: str | None) -> DativoError:
+        """A copy of this error whose hint is ``hint`` (the caught one is never changed)."""
+        error = copy.copy(self)
+        error.hint = hint
         error.__cause__, error.__suppress_context__ = self.__cause__, self.__suppress_context__
         error.__traceback__ = self.__traceback__
         return error
@@ -81,7 +97,7 @@ class DativoError(Exception):
         text = f"{', '.join(where)}: {self.message}" if where else self.message
         if self.hint:
             text = f"{text}{'' if text.endswith(('.', '?', '!')) else '.'} {self.hint}"
-        return text
+        return f"{text}\n{self.detail}" if self.detail else text
 
 
 class ConfigError(DativoError):
@@ -102,6 +118,12 @@ class PluginNotFound(PluginError):
 
 class PluginIncompatible(PluginError):
     """The plugin exists but does not fit: wrong base class, API version or configuration model."""
+
+
+class PluginUntrusted(PluginError):
+    """The plugin may not run: its files, version or signature are not what ``dativo.lock`` and the trusted
+    publisher keys allow, or the trust policy refuses it (``plugins.policy``). Nothing of it was imported or
+    started, and the built-in does not silently replace it."""
 
 
 class PluginFailed(PluginError):
@@ -268,6 +290,7 @@ __all__ = [
     "PluginFailed",
     "PluginIncompatible",
     "PluginNotFound",
+    "PluginUntrusted",
     "SandboxError",
     "SchemaMismatch",
     "commit_error",

@@ -11,6 +11,9 @@
 :func:`locate` is that order for names (1–4): it says where an implementation lives without importing it, so
 the sandbox can bind a plugin's files without running its code; :func:`resolve` imports what it found.
 
+A dotted path's module is looked up where Python finds installed modules, then in the job file's folder
+(``flaky.py`` beside ``job.yaml``: ``implementation: flaky:Reader``), which never shadows an installed one.
+
 A class is checked before any data moves: is it a Reader/Writer, is it complete, does it support this
 :data:`dativo.api.API_VERSION`, is its ``Config`` a pydantic model, and do the job's options validate.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import sys
@@ -39,7 +43,7 @@ from pydantic import BaseModel, ValidationError
 from dativo import __version__
 from dativo.api import API_VERSION, Reader, Role, Writer
 from dativo.config import Located, NativeLibrary, describe_validation_error
-from dativo.errors import ConfigError, PluginFailed, PluginIncompatible, PluginNotFound, side
+from dativo.errors import ConfigError, PluginFailed, PluginIncompatible, PluginNotFound, PluginUntrusted, side
 from dativo.plugins.native import library
 
 # name -> (dotted path, pip extra that provides its dependencies)
@@ -69,6 +73,7 @@ class PluginSpec:
         cls: The Reader or Writer class.
         origin: ``builtin``, ``entry point``, ``dotted path``, ``native``, ``process`` or ``flight``.
         version: The plugin's version.
+        distribution: The installed distribution whose entry point it is (``""`` for any other origin).
     """
 
     role: Role
@@ -76,6 +81,7 @@ class PluginSpec:
     cls: type
     origin: str
     version: str
+    distribution: str = ""
 
     @property
     def builtin(self) -> bool:
@@ -111,7 +117,13 @@ class PluginSpec:
             PluginIncompatible: ``cls`` does not fit (e.g. the plugin supports another API range).
         """
         version = self.version if self.origin == "entry point" else None
-        return validated(self.role, self.name, cls, self.origin, version)
+        return validated(self.role, self.name, cls, self.origin, version, self.distribution)
+
+    @property
+    def description(self) -> str:
+        """The first line of the class's own docstring (``""`` when it has none)."""
+        doc = inspect.cleandoc(self.cls.__dict__.get("__doc__") or "")
+        return doc.partition("\n")[0].strip()
 
     @property
     def language(self) -> str:
@@ -160,23 +172,49 @@ class PluginSpec:
             raise ConfigError(
                 "; ".join(problems),
                 plugin=self.name,
-                hint=f"`dativo plugins info {self.name}` shows the options it accepts."
-                if not self.builtin
-                else "See the connector's keys in the README.",
+                hint=self._options_hint(),
             ) from None
 
+    def _options_hint(self) -> str:
+        """Where a user finds the options this plugin accepts."""
+        if self.builtin:
+            return "See the connector's keys in the README."
+        if self.origin in ("entry point", "dotted path"):  # names `dativo plugins info` takes
+            return f"`dativo plugins info {self.name}` shows the options it accepts."
+        return "See the plugin's documentation for the options it accepts."
 
-def _import(dotted: str, *, sep: str) -> Any:
+
+_NOT_FOUND_HINT = (
+    "Install the package that provides it, fix the dotted path, or put the module beside the job file "
+    "(flaky.py next to job.yaml: implementation: flaky:Reader)."
+)
+
+
+def _find_top(top: str, beside: Path | None) -> tuple[importlib.machinery.ModuleSpec | None, bool]:
+    """The spec of top-level module ``top`` (finders only, no code runs) and whether it is ``beside`` the job."""
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None and beside is not None:
+        spec = importlib.machinery.PathFinder.find_spec(top, [str(beside)])
+        return spec, spec is not None
+    return spec, False
+
+
+def _import(dotted: str, *, sep: str, beside: Path | None = None) -> Any:
     module_name, _, attr = dotted.rpartition(sep) if sep == "." else dotted.partition(sep)
     if not module_name or not attr:
         raise PluginNotFound(f"'{dotted}' is not a valid dotted path", hint="Write package.module:Class.")
+    _, local = _find_top(module_name.split(".")[0], beside)
+    if local and str(beside) not in sys.path:
+        sys.path.append(str(beside))  # last: a module beside the job never shadows an installed one
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or module_name
         raise PluginNotFound(
-            f"cannot import module '{module_name}' (no module named '{missing}')",
-            hint="Install the package that provides it, or fix the dotted path.",
+            f"cannot import module '{module_name}' (no module named '{missing}')", hint=_NOT_FOUND_HINT
         ) from exc
     except Exception as exc:  # the plugin's own import-time code failed
         raise PluginNotFound(
@@ -212,6 +250,7 @@ class Location:
             ``module.attr`` (a dotted path without one).
         module: The module that holds it.
         entry_point: The entry point, for that origin.
+        beside: The job file's folder, where a dotted path's module is also looked for.
     """
 
     role: Role
@@ -220,6 +259,7 @@ class Location:
     target: str
     module: str
     entry_point: metadata.EntryPoint | None = None
+    beside: Path | None = None
 
     def files(self) -> tuple[list[Path], list[Path]]:
         """The files of the plugin's top-level package, and the ``sys.path`` folders it is found in.
@@ -233,16 +273,9 @@ class Location:
         if self.origin == "builtin":
             return [], []
         top = self.module.split(".")[0]
-        try:
-            spec = importlib.util.find_spec(top)
-        except (ImportError, ValueError):
-            spec = None
+        spec, _ = _find_top(top, self.beside)
         if spec is None:
-            raise PluginNotFound(
-                f"cannot find module '{top}'",
-                plugin=self.name,
-                hint="Install the package that provides it, or fix the dotted path.",
-            )
+            raise PluginNotFound(f"cannot find module '{top}'", plugin=self.name, hint=_NOT_FOUND_HINT)
         files: list[Path] = []
         if spec.submodule_search_locations:
             files = [Path(p) for p in spec.submodule_search_locations]
@@ -251,15 +284,20 @@ class Location:
         return files, [Path(r) for r in sorted({str(f.parent) for f in files})]
 
 
-def locate(role: Role, name: str) -> Location:
+def locate(role: Role, name: str, *, beside: Path | None = None) -> Location:
     """Find the implementation a job names, in the lookup order above, without importing it.
+
+    Args:
+        role: ``reader`` or ``writer``.
+        name: What the job names.
+        beside: The job file's folder: a dotted path's module is also looked for there.
 
     Raises:
         PluginNotFound: Nothing matches; the message lists what is available.
     """
     name = name.strip()
     if ":" in name:
-        return Location(role, name, "dotted path", name, name.partition(":")[0])
+        return Location(role, name, "dotted path", name, name.partition(":")[0], beside=beside)
     if name in _BUILTINS[role]:
         dotted = _BUILTINS[role][name][0]
         return Location(role, name, "builtin", dotted, dotted.partition(":")[0])
@@ -268,7 +306,7 @@ def locate(role: Role, name: str) -> Location:
         ep = entry_points[name]
         return Location(role, name, "entry point", ep.value, ep.value.partition(":")[0].strip(), ep)
     if "." in name:
-        return Location(role, name, "dotted path", name, name.rpartition(".")[0])
+        return Location(role, name, "dotted path", name, name.rpartition(".")[0], beside=beside)
     known = sorted({*_BUILTINS[role], *entry_points})
     guess = difflib.get_close_matches(name, known, n=1)
     hint = f"Did you mean '{guess[0]}'? " if guess else ""
@@ -314,11 +352,14 @@ def _validate(role: Role, name: str, cls: Any) -> None:
         )
 
 
-def validated(role: Role, name: str, cls: Any, origin: str, version: str | None = None) -> PluginSpec:
+def validated(
+    role: Role, name: str, cls: Any, origin: str, version: str | None = None, distribution: str = ""
+) -> PluginSpec:
     """The spec of ``cls`` as the ``role`` named ``name``, once it passed every check.
 
     Args:
         version: The plugin's version, when it is not the class's (a distribution's, for an entry point).
+        distribution: The distribution whose entry point it is.
 
     Raises:
         PluginIncompatible: ``cls`` is not a usable Reader/Writer (the error names ``name``).
@@ -327,7 +368,7 @@ def validated(role: Role, name: str, cls: Any, origin: str, version: str | None 
         _validate(role, name, cls)
     except PluginIncompatible as exc:
         raise exc.with_context(plugin=name) from None
-    return PluginSpec(role, name, cls, origin, version or str(getattr(cls, "version", "0.0.0")))
+    return PluginSpec(role, name, cls, origin, version or str(getattr(cls, "version", "0.0.0")), distribution)
 
 
 def _load_builtin(role: Role, name: str) -> PluginSpec:
@@ -356,7 +397,9 @@ def _load_entry_point(role: Role, ep: metadata.EntryPoint) -> PluginSpec:
             plugin=ep.name,
             hint="Reinstall the plugin package, or fix its import error.",
         ) from exc
-    return validated(role, ep.name, cls, "entry point", ep.dist.version if ep.dist else None)
+    dist = ep.dist
+    version, distribution = (dist.version, dist.name) if dist else (None, "")
+    return validated(role, ep.name, cls, "entry point", version, distribution)
 
 
 def _load_native(role: Role, native: NativeLibrary) -> PluginSpec:
@@ -379,18 +422,19 @@ def load(location: Location) -> PluginSpec:
     if location.entry_point is not None:
         return _load_entry_point(location.role, location.entry_point)
     try:
-        cls = _import(location.target, sep=":" if ":" in location.target else ".")
+        cls = _import(location.target, sep=":" if ":" in location.target else ".", beside=location.beside)
     except PluginNotFound as exc:
         raise exc.with_context(plugin=location.name) from exc.__cause__
     return validated(location.role, location.name, cls, location.origin)
 
 
-def resolve(role: Role, implementation: str | NativeLibrary) -> PluginSpec:
+def resolve(role: Role, implementation: str | NativeLibrary, *, beside: Path | None = None) -> PluginSpec:
     """Find, import and validate an in-process implementation: a name (see :func:`locate`) or a library.
 
     Args:
         role: ``reader`` or ``writer``.
         implementation: What the job names.
+        beside: The job file's folder: a dotted path's module is also looked for there.
 
     Raises:
         PluginNotFound: Nothing matches; the message lists what is available.
@@ -404,7 +448,7 @@ def resolve(role: Role, implementation: str | NativeLibrary) -> PluginSpec:
             f"{side(role)}.implementation {implementation} runs out of process: resolve it with "
             "dativo.plugins.host.PluginHost"
         )
-    return load(locate(role, implementation))
+    return load(locate(role, implementation, beside=beside))
 
 
 def has_builtin(role: Role, connector_type: str) -> bool:
@@ -433,13 +477,19 @@ class PluginInfo:
     status: str
 
 
-def list_plugins(describe: Callable[[PluginSpec], PluginSpec] | None = None) -> list[PluginInfo]:
+def list_plugins(
+    describe: Callable[[PluginSpec], PluginSpec] | None = None,
+    before_load: Callable[[Role, str], None] | None = None,
+) -> list[PluginInfo]:
     """Every built-in and installed implementation, with whether it loads.
 
     Args:
         describe: Completes a spec that only the plugin can tell (an executable's, asked over Flight:
             :meth:`dativo.plugins.host.PluginHost.describe`); without it such a plugin is shown as its class
             declares it.
+        before_load: Called with an installed plugin's role and name before it is imported; what it raises
+            marks the plugin unavailable, unimported (a pinned plugin whose files do not match the lock:
+            :meth:`dativo.market.policy.Gate.before_load`).
     """
     rows: list[PluginInfo] = []
     roles: tuple[Role, Role] = ("reader", "writer")
@@ -454,12 +504,14 @@ def list_plugins(describe: Callable[[PluginSpec], PluginSpec] | None = None) -> 
         ]
         for name, target, load_one in sources:
             try:
+                if before_load is not None and not (name in _BUILTINS[role] and target == _BUILTINS[role][name][0]):
+                    before_load(role, name)
                 spec = load_one()
                 if describe is not None:
                     spec = describe(spec)
                 info = (spec.origin, target, spec.version, spec.language, spec.api_version, "ok")
                 rows.append(PluginInfo(role, name, *info))
-            except (PluginNotFound, PluginIncompatible, PluginFailed) as exc:
+            except (PluginNotFound, PluginIncompatible, PluginFailed, PluginUntrusted) as exc:
                 builtin = name in _BUILTINS[role] and target == _BUILTINS[role][name][0]
                 origin = "builtin" if builtin else "entry point"
                 rows.append(PluginInfo(role, name, origin, target, "", "", "", f"unavailable: {exc.message}"))

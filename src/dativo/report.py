@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from dativo.secrets import redact
+from dativo.secrets import redact, shown
 
 
 class PluginReport(BaseModel):
@@ -46,12 +49,15 @@ class RunReport(BaseModel):
     peak_rss_mb: float = 0.0
     reader: PluginReport | None = None
     writer: PluginReport | None = None
+    full_refresh: bool = False
     fallback_used: bool = False
     fallback_reason: str | None = None
     commit_id: str | None = None
     datasets: list[DatasetReport] = Field(default_factory=list)
     error: str | None = None
     error_type: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    """What the run warned about (NULL cursors, fallbacks, a writer's miscount …), also under ``--json``."""
 
     def finish(self, seconds: float) -> RunReport:
         """Fill in the derived numbers at the end of the run."""
@@ -63,6 +69,33 @@ class RunReport(BaseModel):
     def to_json(self) -> str:
         """The report as JSON, with secrets redacted."""
         return redact(self.model_dump_json(indent=2))
+
+
+MAX_WARNINGS = 50
+"""Warnings kept in one report; a plugin that warns without end cannot grow it."""
+_WARNING_CHARS = 2000
+
+
+class _Collector(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.into) < MAX_WARNINGS:
+            self.into.append(shown(redact(record.getMessage()))[:_WARNING_CHARS])
+
+
+@contextmanager
+def collecting_warnings(into: list[str]) -> Iterator[None]:
+    """Append the message of every warning Dativo and its plugins log meanwhile to ``into``."""
+    collector = _Collector(into)
+    logger = logging.getLogger("dativo")
+    logger.addHandler(collector)
+    try:
+        yield
+    finally:
+        logger.removeHandler(collector)
 
 
 def peak_rss_mb() -> float:

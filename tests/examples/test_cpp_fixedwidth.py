@@ -26,7 +26,7 @@ import pytest
 from dativo.api import Context, Dataset, Split
 from dativo.config import NativeLibrary
 from dativo.errors import ConfigError, PluginFailed
-from dativo.plugins.native import NativeReader, library
+from dativo.plugins.native import NativeOptions, NativeReader, library
 from dativo.registry import resolve
 from tests.conftest import Result
 
@@ -134,14 +134,18 @@ def render(table: pa.Table, layout: list[tuple[str, int, str, pa.DataType]] = LA
 
 @pytest.fixture
 def reader() -> Iterator[Callable[..., NativeReader]]:
-    """``reader(parallelism=1, **settings)``: the plugin configured like a job's source section."""
+    """``reader(parallelism=1, **settings)``: the plugin configured like a job's source section.
+
+    The options go to the library as they are (the host's check of its declared schema is skipped), so these
+    tests see the library's own checks, which a Dativo that does not read the schema relies on.
+    """
     made: list[NativeReader] = []
 
     def make(parallelism: int = 1, options: dict[str, Any] | None = None, **settings: Any) -> NativeReader:
         cls = library(LIB)
         ctx = Context(job="fw", run_id="r", plugin="fixedwidth", logger=logging.getLogger("t"),
                       settings=settings, parallelism=parallelism)
-        instance = cls(cls.Config.model_validate(options or {}), ctx)
+        instance = cls(NativeOptions.model_validate(options or {}), ctx)
         made.append(instance)
         return instance
 
@@ -425,6 +429,51 @@ def test_a_misconfigured_job_is_a_config_error_through_the_cli(example: Path, cl
     message = " ".join(result.stderr.split())
     assert "the native reader refused its configuration: source.columns[3].type: unknown type 'datetime'" in message
     assert "Fix the source section or source.reader.options" in message
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ("{batch_sise: 65536}", "source.reader.options.batch_sise (line 21): unknown key; did you mean 'batch_size'?"),
+        ("{batch_size: big}", "source.reader.options.batch_size (line 21): Input should be a valid integer (got 'big')"),
+        ("{units: words}", "source.reader.options.units (line 21): must be 'chars' or 'bytes'"),
+        ("{columns: [{name: a, widht: 2}]}", "source.reader.options.columns.0.widht (line 21): unknown key; "
+                                              "did you mean 'width'?"),
+    ],
+)
+def test_the_host_checks_the_options_the_library_declares(
+    example: Path, cli: Callable[..., Result], options: str, needle: str
+) -> None:
+    job = example / "examples" / "jobs" / "cpp_fixedwidth.yaml"
+    job.write_text(job.read_text().replace("options: {batch_size: 65536}", f"options: {options}"))
+    result = cli("run", str(job))
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert needle in message, message
+    assert "the native reader refused" not in message  # the host checked them: the library never saw them
+
+
+def _installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example package, installed (its entry point) for this test only."""
+    info = tmp_path / "dativo_fixedwidth-1.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dativo-fixedwidth\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text("[dativo.readers]\nfixedwidth = dativo_fixedwidth:reader\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+
+
+def test_plugins_info_shows_the_declared_options(tmp_path: Path, monkeypatch, cli: Callable[..., Result]) -> None:
+    _installed(tmp_path, monkeypatch)
+    result = cli("plugins", "info", "fixedwidth")
+    assert result.exit_code == 0, result.output
+    options = json.loads(result.stdout)["options"]
+    assert options == library(LIB).Config.model_json_schema()
+    assert options["additionalProperties"] is False
+    assert set(options["properties"]) == {"path", "columns", "dataset", "batch_size", "units", "trim",
+                                          "null_values", "skip_lines", "min_split_bytes", "primary_key",
+                                          "cursor_candidates"}  # kKeys of fixedwidth.cpp
+    assert options["properties"]["batch_size"]["default"] == 65536
 
 
 def test_the_package_offers_the_library_as_an_entry_point(tmp_path: Path, monkeypatch) -> None:

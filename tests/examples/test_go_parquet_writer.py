@@ -122,6 +122,8 @@ def job(
     }
     if reader is not None:
         section["reader"] = {"type": "custom", "implementation": reader, "fallback": "fail"}
+    else:
+        section["min_split_bytes"] = 1  # a small table, split as parallelism says
     return {
         "version": 1,
         "name": name,

@@ -277,6 +277,16 @@ def test_unknown_settings_and_missing_tables_are_config_errors(
         reader.discover()
 
 
+def test_the_host_refuses_options_it_does_not_declare() -> None:
+    """go_postgres declares no options of its own (additionalProperties: false): the host says so first."""
+    with PluginHost() as host:
+        spec = host.resolve("reader", "go_postgres")
+        with pytest.raises(ConfigError) as raised:
+            spec.build_config({"connection": {"dsn": "postgresql://x"}}, {"tables": ["t"]}, section="source")
+    assert "source.reader.options.tables: unknown key; no keys are allowed here" in raised.value.message
+    assert raised.value.hint == "`dativo plugins info go_postgres` shows the options it accepts."
+
+
 # --- jobs through the CLI, into a real Iceberg table -----------------------------------------------------------
 
 BENCH_DDL = """

@@ -36,6 +36,7 @@ def events_job(lake: Lake, schema: PgSchema, mode: str = "append", **source: Any
         lake.target("events", mode=mode),
         tables=[schema.table("events")],
         incremental={"cursor": "updated_at"},
+        min_split_bytes=1,  # a small table, split as parallelism says
         **source,
     )
 
@@ -192,6 +193,7 @@ def test_parallel_splits_read_one_snapshot_under_concurrent_writes(
         tables=[pg_schema.table("ledger")],
         reader=reader,
         parallelism=4,
+        min_split_bytes=1,
         batch_rows=500,
         batch_size_bytes=4096,
     )

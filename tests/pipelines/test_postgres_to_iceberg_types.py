@@ -222,6 +222,7 @@ def test_every_type_round_trips_row_for_row(
         tables=[pg_schema.table("everything")],
         reader=reader,
         parallelism=3,
+        min_split_bytes=1,  # a small table, split as parallelism says
         numeric=numeric,
         batch_rows=64,  # postgres-python: several batches per split
         batch_size_bytes=8192,  # postgres (ADBC): several batches per split

@@ -76,6 +76,33 @@ class CrashMidStream(Numbers):
             yield batch
 
 
+class PanicMidStream(Numbers):
+    """After the first batch: 200 lines of noise on stderr, then a Go runtime panic, then exit status 2."""
+
+    def read(self, split: Split) -> Iterator[pa.RecordBatch]:
+        batches = self.batches()
+        yield next(batches)
+        for i in range(200):
+            print(f"INFO decoding record {i}", file=sys.stderr)
+        print(PANIC, file=sys.stderr, flush=True)
+        os._exit(2)
+
+
+PANIC = "\n".join([
+    "panic: runtime error: index out of range [3] with length 3",
+    "",
+    "goroutine 23 [running]:",
+    "main.(*ordersDecoder).field(...)",
+    "\t/src/plugin/decode.go:87",
+    "main.(*ordersDecoder).next(0xc000120000, {0xc0001b6000, 0x3, 0x3})",
+    "\t/src/plugin/decode.go:142 +0x2a5",
+    *[f"github.com/dativo/sdk.frame{i}(...)\n\t/src/sdk/stream.go:{i} +0x1d" for i in range(12)],
+    "created by github.com/dativo/sdk.(*Server).DoGet token=hunter2-very-secret \x1b]0;pwned\x07",
+    "\t/src/sdk/serve.go:301 " + "+0x" * 400,
+])
+"""A Go panic's report (33 lines) as a crashing Go plugin prints it; the frame that matters: decode.go:142."""
+
+
 class HangInRead(Numbers):
     """Sends one batch, then sleeps forever."""
 

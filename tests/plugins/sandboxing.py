@@ -19,12 +19,30 @@ from dativo.errors import DativoError, PluginFailed
 from dativo.plugins import bwrap
 from dativo.report import RunReport
 from tests.conftest import read_parquet_dir
+from tests.fixtures.required import unavailable
 from tests.plugins.fixtures_flight import plugin_children
 
 HOSTILE = "tests.plugins.hostile"
 SECRET = "planted-secret-8d1f0c"
 
-needs_bwrap = pytest.mark.skipif(not bwrap.probe().ok, reason=f"no working bubblewrap: {bwrap.probe().reason}")
+NEEDS_NO_SANDBOX = "needs_no_sandbox"
+needs_no_sandbox = getattr(pytest.mark, NEEDS_NO_SANDBOX)
+"""Marks a test of how Dativo fails closed that needs no working sandbox: it runs on every machine."""
+
+
+
+def working_bwrap(node: pytest.Item) -> None:
+    """Fail (under CI) or skip (elsewhere) ``node`` unless bubblewrap can start a sandbox here, or ``node``
+    is marked :data:`needs_no_sandbox`; the fixture ``working_bwrap`` (tests/plugins/conftest.py) calls it.
+    """
+    if node.get_closest_marker(NEEDS_NO_SANDBOX) is None:
+        status = bwrap.probe()
+        if not status.ok:
+            unavailable(f"no working bubblewrap: {status.reason} (`dativo check` says how to fix it)")
+
+
+needs_bwrap = pytest.mark.usefixtures(working_bwrap.__name__)
+"""Marks a test (or, in ``pytestmark``, a module) that runs plugins in a real sandbox."""
 
 
 def job_file(

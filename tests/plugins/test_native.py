@@ -35,9 +35,9 @@ from dativo.errors import (
     PluginIncompatible,
     PluginNotFound,
 )
-from dativo.plugins.native import ABI_VERSION, NativeReader, NativeWriter, library
+from dativo.plugins.native import ABI_VERSION, NativeOptions, NativeReader, NativeWriter, library
 from dativo.registry import resolve
-from tests.conftest import Result, read_parquet_dir
+from tests.conftest import Result, read_parquet_dir, source_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = Path(__file__).resolve().parent / "native_src"
@@ -47,6 +47,8 @@ VARIANTS = {
     "no_open": ["-DOMIT_READER_OPEN"],
     "minimal": ["-DMINIMAL"],
     "prefixed": ["-DPREFIX=orders_"],
+    "declares": ["-DDECLARES_OPTIONS"],
+    "bad_schema": ["-DDECLARES_BAD_OPTIONS"],
 }
 KINDS = ("reader", "writer", "stream", "array", "schema", "error", "string")
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string())])
@@ -158,6 +160,30 @@ def test_relative_library_path_starts_at_the_job_file(tmp_path: Path, libs) -> N
     assert isinstance(implementation, NativeLibrary)
     assert implementation.path() == tmp_path / "jobs" / "lib" / "libcopy.so"
     assert resolve("reader", implementation).name == "lib/libcopy.so"
+
+
+def test_a_library_may_declare_its_options(libs, make) -> None:
+    spec = resolve("reader", NativeLibrary(lib=str(libs["declares"])))
+    assert spec.cls.Config.model_json_schema()["properties"]["rows"] == {"type": "integer", "minimum": 0}
+    with pytest.raises(ConfigError) as caught:  # checked by the host, before reader_new
+        spec.build_config({}, {"rwos": 3}, section="source")
+    assert "source.reader.options.rwos: unknown key; did you mean 'rows'?" in caught.value.message
+    with pytest.raises(ConfigError, match=r"options.rows: Input should be greater than or equal to 0 \(got -1\)"):
+        spec.build_config({}, {"rows": -1}, section="source")
+    config = spec.build_config({}, {"rows": 3, "batch_size": 2}, section="source")
+    reader = spec.cls(config, context())
+    try:
+        assert reader.read(reader.plan(reader.discover()[0], None)[0]).read_all().num_rows == 3  # as written
+    finally:
+        reader.close()
+    assert library(libs["declares"], role="writer").Config is NativeOptions  # NULL: the writer's are not
+    assert library(libs["good"]).Config is NativeOptions
+
+
+def test_a_declared_schema_must_be_a_json_object(libs) -> None:
+    with pytest.raises(PluginIncompatible) as caught:
+        library(libs["bad_schema"])
+    assert 'dativo_plugin_config_schema("reader") does not return a JSON object' in str(caught.value)
 
 
 def test_abi_version_mismatch_names_both_versions(libs) -> None:
@@ -445,7 +471,9 @@ def test_a_native_reader_into_parquet(workdir: Path, write_job, libs) -> None:
 
 
 def test_a_failing_native_reader_falls_back_to_the_builtin(workdir: Path, write_job, libs, balanced) -> None:
+    source_csv(workdir, "id", "name")  # the built-in reads what the plugin would have, into its dataset
     text = job_text(libs["good"], reader_options="{fail: next}", writer=False, source_type="csv", fallback="default")
+    text = text.replace("path: data/orders.csv", "path: data/orders.csv\n  dataset: things")
     report = Engine(load_job(write_job(text))).run()
     assert report.fallback_used and "row 3 is corrupt" in (report.fallback_reason or "")
     assert report.reader.implementation == "csv"
@@ -487,8 +515,8 @@ def test_cli_check_and_discover(workdir: Path, write_job, libs, cli) -> None:
     result = cli("discover", job, "--json")
     (dataset,) = json.loads(result.stdout)
     assert dataset["name"] == "things" and dataset["primary_key"] == ["id"]
-    assert dataset["columns"] == [{"name": "id", "type": "int64", "nullable": False},
-                                  {"name": "name", "type": "string", "nullable": True}]
+    assert dataset["columns"] == [{"name": "id", "type": "int64", "source_type": None, "nullable": False},
+                                  {"name": "name", "type": "string", "source_type": None, "nullable": True}]
 
 
 # --- entry points -------------------------------------------------------------------------------------

@@ -22,12 +22,12 @@ import pytest
 import yaml
 
 from dativo.errors import PluginIncompatible, PluginNotFound
-from dativo.plugins import process, sandbox
+from dativo.plugins import process
 from dativo.plugins.sockets import SocketFolder
-from tests.conftest import read_parquet_dir
+from tests.conftest import read_parquet_dir, source_csv
 from tests.plugins import liar as liar_module
 from tests.plugins.fixtures_flight import ROOT, plugin_children, raw, served
-from tests.plugins.sandboxing import fails, run
+from tests.plugins.sandboxing import fails, needs_bwrap, run
 
 FIXTURES = "tests.plugins.fixtures_flight"
 LIAR = Path(liar_module.__file__)
@@ -110,7 +110,32 @@ def test_a_crash_in_the_middle_of_a_stream(workdir: Path) -> None:
     nothing_published(workdir)
 
 
+def test_a_crash_shows_the_end_of_its_stderr_whole(workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A Go panic after a flood of log lines: the error is one paragraph, then the last 40 stderr lines."""
+    from tests.plugins.fixtures_flight import PANIC
+
+    with caplog.at_level(logging.INFO, logger="dativo"):
+        error = fails(job_file(workdir, served(f"{FIXTURES}:PanicMidStream")))
+    paragraph, _, detail = str(error).partition("\n")
+    assert "exited with status 2" in paragraph and paragraph.endswith(error.hint or "")
+    heading, *lines = detail.split("\n")
+    assert heading.startswith("The last 40 of the ")
+    assert heading.endswith(" lines the plugin wrote to stderr:")
+    assert len(lines) == 40 and all(line.startswith("    ") for line in lines)
+    shown = [line.removeprefix("    ") for line in lines]
+    panic = PANIC.replace("hunter2-very-secret", "***").split("\n")
+    assert shown[-len(panic) : -1] == panic[:-1]  # the whole report, the frame that matters with it
+    assert shown[-1].startswith("\t/src/sdk/serve.go:301 +0x") and shown[-1].endswith("more characters)")
+    assert len(shown[-1]) < 600  # a line is bounded
+    assert shown[0] == "INFO decoding record 193" and "hunter2" not in str(error)
+    logged = {r.getMessage(): r.levelno for r in caplog.records if r.name.startswith("dativo.reader")}
+    assert logged["panic: runtime error: index out of range [3] with length 3"] == logging.ERROR
+    assert logged["\t/src/plugin/decode.go:142 +0x2a5"] == logging.ERROR  # the crash is logged, at ERROR
+    nothing_published(workdir)
+
+
 def test_a_crash_falls_back_to_the_built_in(workdir: Path) -> None:
+    source_csv(workdir, "id", "name")  # the built-in reads what the plugin would have
     report = run(job_file(workdir, served(f"{FIXTURES}:CrashMidStream"), fallback="default"))
     assert report.fallback_used and "exited with status 7" in str(report.fallback_reason)
     assert report.reader is not None and report.reader.implementation == "csv"
@@ -268,7 +293,7 @@ SHELL_LIARS = {  # no network in the sandbox: they name a listener of the host's
 }
 
 
-@pytest.mark.skipif(not sandbox.probe().ok, reason="no working bubblewrap")
+@needs_bwrap
 @pytest.mark.parametrize("mode", sorted(SHELL_LIARS))
 def test_a_sandboxed_plugin_cannot_make_the_host_connect_for_it(workdir: Path, mode: str) -> None:
     """The host's listener (an exfiltration or SSRF target the sandbox cannot reach) hears nothing."""

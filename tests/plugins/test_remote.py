@@ -28,7 +28,7 @@ from dativo.errors import (
 )
 from dativo.plugins.host import PluginHost
 from dativo.report import RunReport
-from tests.conftest import read_parquet_dir
+from tests.conftest import read_parquet_dir, source_csv
 from tests.plugins.fixtures_flight import ROOT, plugin_children, served, serve_command
 
 PLUGINS = "tests.fixtures.plugins"
@@ -273,6 +273,7 @@ def test_a_schema_mismatch_is_found_by_the_host(workdir: Path) -> None:
 
 
 def test_falls_back_to_the_built_in(workdir: Path) -> None:
+    source_csv(workdir, "id", "name")  # the built-in reads what the plugin would have
     path = job_file(
         workdir, served(f"{FIXTURES}:Raises"), options={"kind": "RuntimeError"}, fallback="default"
     )

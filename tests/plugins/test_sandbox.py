@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from dativo.config import load_job
 from dativo.errors import DativoError, PluginNotFound, SandboxError, SchemaMismatch
 from dativo.plugins import bwrap, sandbox
-from tests.conftest import read_parquet_dir
+from tests.conftest import read_parquet_dir, source_csv
 from tests.fixtures.postgres import PgSchema
 from tests.plugins.sandboxing import (
     HOSTILE,
@@ -27,6 +27,7 @@ from tests.plugins.sandboxing import (
     healthy_host,
     job_file,
     needs_bwrap,
+    needs_no_sandbox,
     nothing_published,
     outcomes,
     recording,
@@ -78,6 +79,7 @@ def test_host_environment_is_invisible_but_granted_secrets_are_passed(
                      "LC_CTYPE", "PWD"}, names
 
 
+@needs_no_sandbox
 def test_a_granted_secret_that_is_not_set_is_a_config_error(workdir: Path) -> None:
     path = job_file(workdir, f"{HOSTILE}:ReadEnv", box={"secrets": ["NOT_SET_ANYWHERE_123"]})
     with pytest.raises(DativoError, match="secret 'NOT_SET_ANYWHERE_123' is not set"):
@@ -108,6 +110,7 @@ def test_network_true_shares_the_hosts_network(workdir: Path, listener: tuple[in
     assert received == [b"exfiltrated\n"]
 
 
+@needs_no_sandbox
 def test_tcp_allow_lists_are_refused(workdir: Path) -> None:
     path = job_file(workdir, f"{HOSTILE}:Connect", box={"network": ["db.internal:5432"]})
     with pytest.raises(DativoError, match="cannot filter TCP by host and port"):
@@ -132,6 +135,16 @@ def test_writes_outside_write_paths_fail(workdir: Path) -> None:
         assert not Path(target).exists()
     assert seen[targets[5]] == "WRITTEN" and (workdir / "scratch" / "mine.txt").read_text() == "pwned"
     assert (workdir / "scratch" / "mine.txt").stat().st_uid == bwrap.identity().uid != 0
+
+
+def test_a_relative_write_outside_every_bind_fails_instead_of_vanishing(workdir: Path) -> None:
+    # the job's folder is not bound: a relative path must not land in the sandbox's private /tmp, where it
+    # would be thrown away while the run reports success
+    run(job_file(workdir, f"{HOSTILE}:WriteFiles", options={"paths": ["out/relative.txt", "relative.txt"]}))
+    seen = outcomes(workdir)
+    for target in ("out/relative.txt", "relative.txt"):
+        assert seen[target].startswith(("DENIED:PermissionError", "DENIED:OSError", "DENIED:FileNotFoundError")), \
+            (target, seen[target])
 
 
 def test_a_write_path_the_plugin_cannot_write_fails_closed(workdir: Path) -> None:
@@ -171,6 +184,7 @@ def test_wall_clock_beyond_timeout_s_kills_the_plugin(workdir: Path) -> None:
 
 
 def test_a_limit_violation_falls_back_to_the_built_in(workdir: Path) -> None:
+    source_csv(workdir, "attempt", "outcome")  # the built-in reads what the plugin would have
     report = run(job_file(workdir, f"{HOSTILE}:Sleep", box={"timeout_s": 2}, fallback="default"))
     assert report.fallback_used and "timeout_s" in str(report.fallback_reason)
     assert report.reader is not None and report.reader.implementation == "csv"
@@ -199,6 +213,7 @@ def test_a_flood_of_output_leaves_the_host_healthy(workdir: Path) -> None:
 def test_a_wrong_schema_is_refused(workdir: Path) -> None:
     fails(job_file(workdir, f"{HOSTILE}:WrongSchema"), SchemaMismatch)
     nothing_published(workdir)
+    source_csv(workdir, "attempt", "outcome")  # the built-in reads what the plugin declared
     report = run(job_file(workdir, f"{HOSTILE}:WrongSchema", fallback="default"))
     assert report.fallback_used and read_parquet_dir(workdir / "out" / "items").num_rows == 3
 
@@ -206,6 +221,7 @@ def test_a_wrong_schema_is_refused(workdir: Path) -> None:
 # --- fails closed -------------------------------------------------------------------------------------------
 
 
+@needs_no_sandbox
 def test_no_bubblewrap_fails_closed_even_with_fallback(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(bwrap.BWRAP_ENV, str(workdir / "no-bwrap"))
     error = fails(job_file(workdir, f"{HOSTILE}:ReadEnv", fallback="default"), SandboxError)
@@ -215,6 +231,7 @@ def test_no_bubblewrap_fails_closed_even_with_fallback(workdir: Path, monkeypatc
     nothing_published(workdir)
 
 
+@needs_no_sandbox
 def test_a_bwrap_that_cannot_create_namespaces_fails_closed(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = workdir / "bwrap"
     fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && echo 'bubblewrap 0.8.0' && exit 0\n"
@@ -233,11 +250,13 @@ def test_a_missing_read_path_fails_closed(workdir: Path) -> None:
     assert "read_paths" in str(error) and "nowhere" in str(error)
 
 
+@needs_no_sandbox
 def test_native_libraries_are_refused(workdir: Path) -> None:
     error = fails(job_file(workdir, {"lib": "./libreader.so"}, fallback="default"), SandboxError)
     assert "native library" in str(error)
 
 
+@needs_no_sandbox
 def test_an_unknown_plugin_is_not_found_without_importing(workdir: Path) -> None:
     error = fails(job_file(workdir, "no_such_pkg.mod:Reader"), PluginNotFound)
     assert "no_such_pkg" in str(error)
@@ -304,3 +323,30 @@ def test_probe_is_cached_and_reports_the_version() -> None:
     assert bwrap.probe() is status
     assert sandbox.status_row() == ("sandbox", status.version, "ok")
     assert os.path.basename(status.bwrap or "") == "bwrap"
+
+
+BESIDE_THE_JOB = '''
+import pyarrow as pa
+from dativo.api import Reader
+
+class Peek(Reader):
+    """Reports whether it can read the job file that sits beside it."""
+
+    schema = pa.schema([("id", pa.int64()), ("saw", pa.string())])
+
+    def read(self, split):
+        try:
+            with open(__file__.rsplit("/", 1)[0] + "/job.yaml") as handle:
+                saw = "READ:" + handle.read()[:20]
+        except OSError as exc:
+            saw = "DENIED:" + type(exc).__name__
+        yield pa.record_batch([pa.array([1], pa.int64()), pa.array([saw])], schema=self.schema)
+'''
+
+
+def test_a_single_file_plugin_beside_the_job_runs_sandboxed_and_alone(workdir: Path) -> None:
+    (workdir / "peek_beside.py").write_text(BESIDE_THE_JOB)
+    run(job_file(workdir, "peek_beside:Peek"))
+    assert "peek_beside" not in sys.modules  # never imported into the host
+    [saw] = read_parquet_dir(workdir / "out" / "items").column("saw").to_pylist()
+    assert saw == "DENIED:FileNotFoundError"  # only its own file is bound, not the job's folder

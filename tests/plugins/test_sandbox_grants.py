@@ -16,7 +16,7 @@ from dativo.config import load_job
 from dativo.engine import Engine
 from dativo.errors import ConfigError, SandboxError
 from tests.plugins.sandboxing import HOSTILE, SECRET, fails, healthy_host, job_file, needs_bwrap, \
-    nothing_published, outcomes, recording, run
+    needs_no_sandbox, nothing_published, outcomes, recording, run
 
 pytestmark = [needs_bwrap, pytest.mark.usefixtures(healthy_host.__name__)]
 
@@ -59,6 +59,7 @@ def test_a_unix_grant_binds_that_socket_and_nothing_beside_it(
     assert not (sock.parent / "pwned.txt").exists() and sock.is_socket()
 
 
+@needs_no_sandbox
 @pytest.mark.parametrize("grant", ["unix:/", "unix:/tmp", "unix:run", "unix:run/secret.txt", "unix:run/link.sock",
                                    "unix:run/missing.sock"])
 def test_a_unix_grant_of_anything_but_one_socket_file_is_a_config_error(

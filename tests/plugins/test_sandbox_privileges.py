@@ -16,8 +16,8 @@ import pytest
 from dativo.errors import SandboxError
 from dativo.plugins import bwrap, seccomp
 from tests.conftest import Result
-from tests.plugins.sandboxing import HOSTILE, fails, healthy_host, job_file, needs_bwrap, nothing_published, \
-    outcomes, run
+from tests.plugins.sandboxing import HOSTILE, fails, healthy_host, job_file, needs_bwrap, needs_no_sandbox, \
+    nothing_published, outcomes, run
 
 pytestmark = [needs_bwrap, pytest.mark.usefixtures(healthy_host.__name__)]
 
@@ -147,6 +147,7 @@ def test_a_seccomp_filter_bwrap_refuses_fails_closed(workdir: Path, monkeypatch:
     fails_closed(workdir, "the sandbox cannot start", "seccomp")
 
 
+@needs_no_sandbox
 def test_an_architecture_without_a_filter_fails_closed_through_the_cli(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Result]
 ) -> None:
@@ -157,6 +158,7 @@ def test_an_architecture_without_a_filter_fails_closed_through_the_cli(
     nothing_published(workdir)
 
 
+@needs_no_sandbox
 def test_the_probe_judges_what_the_sandboxed_process_shows() -> None:
     good = "Uid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nCapEff:\t0000000000000000\n" \
         "CapPrm:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n         0          0 4294967295\n"

@@ -5,12 +5,14 @@ Module map, lowest layer first; a module imports only those above it in this lis
 
 - :mod:`.protocol` — the out-of-process protocol as data: versions, actions, message shapes and their JSON,
   the handshake, the ``DATIVO-ERROR`` line. Shared by the host and the Python server; no I/O.
+- :mod:`.options` — the options a plugin in another language declares as JSON Schema, as a pydantic model
+  the host validates the job's options with (the messages of a Python plugin's ``Config``).
 - :mod:`.cabi` — the C ABI of ``sdk/cpp/dativo_plugin.h`` in ctypes: status codes, structs, a loaded library.
-- :mod:`.native` — Reader/Writer classes that drive a native library (protocol's JSON shapes, cabi).
+- :mod:`.native` — Reader/Writer classes that drive a native library (protocol's JSON shapes, cabi, options).
 - :mod:`.serve` — the Python server, ``dativo plugin serve`` (protocol; its plugins found by the registry).
 - :mod:`.client` — the host's Flight connection to one plugin: actions, data streams, stall detection, error
   translation; and :class:`~.client.Launcher`, how a connection reaches its plugin.
-- :mod:`.remote` — Reader/Writer proxies whose methods are protocol calls (client, protocol).
+- :mod:`.remote` — Reader/Writer proxies whose methods are protocol calls (client, protocol, options).
 - :mod:`.output` — a started plugin's stdout and stderr: handshake line, rate-limited log, stderr tail.
 - :mod:`.sockets` — where a started plugin listens: the private folder the host makes (for another uid when
   a sandbox runs it as one), and the check that a handshake names the socket there (protocol).

@@ -95,6 +95,7 @@ _ERR, _STR = ctypes.POINTER(CError), ctypes.POINTER(CString)
 SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "abi_version": (_I32, []),
     "plugin_info": (_P, []),
+    "plugin_config_schema": (_P, [_S]),
     "reader_new": (_I32, [_S, ctypes.POINTER(_P), _ERR]),
     "reader_check": (_I32, [_P, _ERR]),
     "reader_discover": (_I32, [_P, _STR, _ERR]),
@@ -111,6 +112,8 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "writer_abort": (_I32, [_P, _S, _ERR]),
     "writer_release": (None, [_P]),
 }
+IDENTITY = ("abi_version", "plugin_info", "plugin_config_schema")
+"""Functions of the library as a whole (only ``abi_version`` is required)."""
 REQUIRED: dict[Role, tuple[str, ...]] = {
     "reader": ("reader_new", "reader_open", "reader_release"),
     "writer": ("writer_new", "writer_write", "writer_commit", "writer_release"),
@@ -153,7 +156,7 @@ class Library:
                 hint="Build it for this platform, and install the libraries it links to (`ldd` lists them).",
             ) from None
         self.functions: dict[str, Any] = {}
-        for function in ("abi_version", "plugin_info", *REQUIRED[role], *OPTIONAL[role]):
+        for function in (*IDENTITY, *REQUIRED[role], *OPTIONAL[role]):
             try:
                 pointer = self._dll[prefix + function]
             except AttributeError:
@@ -185,24 +188,43 @@ class Library:
         self.version = str(self.info.get("version") or "0.0.0")
         self.language = str(self.info.get("language") or "c")
         self.description = str(self.info.get("description") or "")
+        self.config_schema: dict[str, Any] | None = self._config_schema(role)
+        """The JSON Schema of the role's options (``plugin_config_schema``), ``None`` if it declares none."""
 
     def _info(self) -> dict[str, Any]:
         if "plugin_info" not in self.functions:
             return {}
-        pointer = self.functions["plugin_info"]()
-        text = ctypes.string_at(pointer).decode("utf-8", "replace") if pointer else "{}"
+        return self._static_json(
+            "plugin_info()", self.functions["plugin_info"](), "{}",
+            'Return a static JSON object such as {"name": "foo", "version": "1.0.0", "language": "c++"}.',
+        )
+
+    def _config_schema(self, role: Role) -> dict[str, Any] | None:
+        if "plugin_config_schema" not in self.functions:
+            return None
+        pointer = self.functions["plugin_config_schema"](role.encode())
+        if not pointer:
+            return None
+        return self._static_json(
+            f'plugin_config_schema("{role}")', pointer, "",
+            'Return a static JSON Schema object such as {"type": "object", "properties": {...}, '
+            '"additionalProperties": false}, or NULL when the options are not declared.',
+        )
+
+    def _static_json(self, call: str, pointer: int | None, empty: str, hint: str) -> dict[str, Any]:
+        """The JSON object a library function returned as a static string."""
+        text = ctypes.string_at(pointer).decode("utf-8", "replace") if pointer else empty
         try:
-            info = json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
-            info = exc
-        if not isinstance(info, dict):
+            value = exc
+        if not isinstance(value, dict):
             raise PluginIncompatible(
-                f"native library '{self.name}': {self.prefix}plugin_info() does not return a JSON object "
-                f"({info}): {text[:200]!r}",
-                hint='Return a static JSON object such as '
-                '{"name": "foo", "version": "1.0.0", "language": "c++"}.',
+                f"native library '{self.name}': {self.prefix}{call} does not return a JSON object "
+                f"({value}): {text[:200]!r}",
+                hint=hint,
             )
-        return info
+        return value
 
     def call(self, function: str, *args: Any) -> tuple[int, str | None]:
         """Call ``function`` with a fresh error struct.

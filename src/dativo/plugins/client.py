@@ -10,8 +10,8 @@ that runs already), checks its protocol version, and then offers the protocol's 
 A plugin that sends or takes nothing for ``stall_timeout_s`` while the host waits on it is declared hung:
 the process is killed (or the call cancelled) and the connection is not used again. Every failure becomes a
 :mod:`dativo.errors` class through :func:`~dativo.errors.from_kind` (a ``DATIVO-ERROR`` line) or
-``PluginFailed`` / the commit rule of :func:`~dativo.errors.commit_error`, with the process's exit status and
-the last (redacted) lines of its stderr.
+``PluginFailed`` / the commit rule of :func:`~dativo.errors.commit_error`, with the process's exit status and,
+as the error's ``detail``, the last (redacted) lines of its stderr.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class PluginProcessLike(Protocol):
     def alive(self) -> bool: ...
 
     def diagnose(self, wait_s: float = ...) -> str: ...
+
+    def tail_text(self) -> str: ...
 
     def kill(self) -> None: ...
 
@@ -179,14 +181,18 @@ class Connection:
             return f"is the plugin at {self.location} still running?"
         return self.process.diagnose()
 
-    def _context(self, exc: DativoError, stage: str) -> DativoError:
-        return exc.with_context(job=self.job, plugin=self.name, role=self.role, stage=stage)
+    def _context(self, exc: DativoError, stage: str, detail: str | None = None) -> DativoError:
+        return exc.with_context(job=self.job, plugin=self.name, role=self.role, stage=stage, detail=detail)
 
     def _failed(self, message: str, stage: str, hint: str | None = None) -> DativoError:
-        """A failure of ``stage``: ``PluginFailed``, or for a commit one whose outcome is unknown."""
+        """A failure of ``stage``: ``PluginFailed``, or for a commit one whose outcome is unknown.
+
+        Its ``detail`` is the end of the process's stderr (call after :meth:`_diagnosis`, which waits for it).
+        """
+        detail = self.process.tail_text() if self.process is not None else None
         if stage == "commit":  # the plugin may have published before it failed: nobody knows
-            return self._context(commit_error(message), stage)
-        return self._context(PluginFailed(message, hint=hint or fallback_hint(self.role)), stage)
+            return self._context(commit_error(message), stage, detail)
+        return self._context(PluginFailed(message, hint=hint or fallback_hint(self.role)), stage, detail)
 
     def failure(self, exc: BaseException, stage: str, where: str = "") -> DativoError:
         """Translate a failed Flight call into the error the user should see."""

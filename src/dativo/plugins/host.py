@@ -8,6 +8,10 @@ at the end, whatever happened::
         reader = host.instantiate(spec, config, ctx)
         ...
 
+Before anything of a plugin is imported or started, the host asks its :class:`dativo.market.policy.Gate`: a
+plugin pinned in the project's ``dativo.lock`` has its installed files verified, an unsigned or untrusted one
+is sandboxed with the capabilities its manifest declares or refused (``plugins.policy.unsigned``).
+
 What the host owns, and nothing outside it does:
 
 - the spec of every ``(role, implementation, sandbox)`` it resolved — each is resolved once per host, and a
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +40,8 @@ from pydantic import BaseModel
 from dativo.api import Context, Role
 from dativo.config import FlightEndpoint, NativeLibrary, PluginCommand, SandboxConfig
 from dativo.errors import DativoError
+from dativo.market.lock import Policy
+from dativo.market.policy import Gate
 from dativo.plugins.client import Connection
 from dativo.plugins.process import CommandLauncher, launcher_for
 from dativo.plugins.remote import RemotePlugin, described, is_remote, learn_spec, plugin_class
@@ -65,10 +72,15 @@ class PluginHost:
 
     Args:
         job: The job's name, for the messages of plugins started to learn their spec.
+        beside: The job file's folder, where a dotted path's module is also looked for (and where the
+            project's ``dativo.lock`` and ``dativo.toml`` are found from).
+        policy: The job's ``plugins.policy.unsigned`` (see :mod:`dativo.market.policy`).
     """
 
-    def __init__(self, *, job: str | None = None) -> None:
+    def __init__(self, *, job: str | None = None, beside: Path | None = None, policy: Policy | None = None) -> None:
         self.job = job
+        self.beside = beside
+        self.gate = Gate(beside, policy)
         self._lock = threading.RLock()
         self._specs: dict[tuple[Any, ...], PluginSpec | DativoError] = {}
         self._waiting: dict[type, Connection] = {}
@@ -132,16 +144,18 @@ class PluginHost:
     def _resolve(
         self, role: Role, implementation: Implementation, sandbox: SandboxConfig | None
     ) -> PluginSpec:
+        name = implementation.strip() if isinstance(implementation, str) else str(implementation)
+        # before any of its code runs: a pinned plugin is verified, an untrusted one sandboxed or refused
+        implementation, sandbox = self.gate.admit(role, implementation, sandbox)
         if sandbox is not None and sandbox.enabled:
-            launcher = sandboxed(role, implementation, sandbox, CommandLauncher)
-            name = implementation.strip() if isinstance(implementation, str) else str(implementation)
+            launcher = sandboxed(role, implementation, sandbox, CommandLauncher, beside=self.beside)
             cls = plugin_class(role, launcher, doc=f"The sandboxed {role} {launcher.name}.")
             return self.describe(validated(role, name, cls, "sandbox"))
         if isinstance(implementation, PluginCommand | FlightEndpoint):
             origin = "flight" if isinstance(implementation, FlightEndpoint) else "process"
             cls = plugin_class(role, launcher_for(implementation))
             return self.describe(validated(role, str(implementation), cls, origin))
-        return self.describe(resolve(role, implementation))
+        return self.describe(resolve(role, implementation, beside=self.beside))
 
     def describe(self, spec: PluginSpec) -> PluginSpec:
         """``spec`` as the plugin tells it: an out-of-process plugin is asked for its spec over Flight.

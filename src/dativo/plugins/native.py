@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from dativo.api import CommitInfo, Context, Dataset, Mode, Reader, Role, Split, State, Writer, WrittenFiles
 from dativo.errors import (
@@ -63,6 +63,7 @@ from dativo.plugins.cabi import (
     release,
     status_name,
 )
+from dativo.plugins.options import PluginOptions, declared
 from dativo.plugins.protocol import (
     commit_from_json,
     configure_body,
@@ -127,10 +128,11 @@ def _dataset_json(dataset: Dataset) -> bytes:
     return dumps(dataset_to_json(dataset, schema=False))
 
 
-class NativeOptions(BaseModel):
-    """Options of a native plugin: anything. The library validates them itself when it is created."""
+class NativeOptions(PluginOptions):
+    """Options of a native plugin: anything, unless the library declares them (``plugin_config_schema``).
 
-    model_config = ConfigDict(extra="allow")
+    The library validates them itself too, when it is created.
+    """
 
 
 class _NativePlugin:
@@ -143,7 +145,8 @@ class _NativePlugin:
     def _create(self, config: BaseModel, ctx: Context) -> Handle:
         lib, role = self.native_library, self.role
         out = ctypes.c_void_p()
-        payload = dumps(configure_body(config.model_dump(), ctx))
+        options = config.model_dump(by_alias=True, exclude_unset=True)  # as the job wrote them
+        payload = dumps(configure_body(options, ctx))
         status, message = lib.call(f"{role}_new", payload, ctypes.byref(out))
         if status != OK:
             if out.value:  # the header says not to, but a handle must never leak
@@ -386,7 +389,8 @@ def library(
         name: How messages name it (default: ``path`` as given).
 
     Returns:
-        A subclass of :class:`NativeReader` or :class:`NativeWriter`, with the library's version and language.
+        A subclass of :class:`NativeReader` or :class:`NativeWriter`, with the library's version and language;
+        its ``Config`` checks the options the library declares (``plugin_config_schema``), if it does.
 
     Raises:
         PluginNotFound: The file does not exist.
@@ -411,6 +415,7 @@ def library(
         "native_library": lib,
         "version": lib.version,
         "language": lib.language,
+        "Config": NativeOptions if lib.config_schema is None else declared(NativeOptions, lib.config_schema),
         "__module__": __name__,
         "__doc__": lib.description or f"The native {role} in {file}.",
     })

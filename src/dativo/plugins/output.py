@@ -3,7 +3,10 @@
 Two pump threads only read the plugin's stdout and stderr, so the plugin never blocks on a full pipe; a third
 logs what they read, redacted, at the level a line names (``ERROR …``, ``level=warn``), at most
 :data:`LOG_LINES_PER_S` lines (and a share of each second) per second. What it cannot keep up with is dropped
-and counted. The last :data:`TAIL_LINES` lines of stderr are kept for error messages.
+and counted. A crash report on stderr (a Go or Rust panic, a Python traceback, …) is logged at ERROR, its
+first :data:`TAIL_LINES` lines whatever the rate (a process's first few reports). The last :data:`TAIL_LINES`
+lines of stderr are kept whole (up to :data:`TAIL_LINE_CHARS` characters each) for the error that names a
+failed plugin (:meth:`PluginOutput.tail_text`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import IO
 from dativo.secrets import redact
 
 TAIL_LINES = 40
+TAIL_LINE_CHARS = 500  # a longer line of the tail is cut in an error message
 LOG_LINES_PER_S = 200  # beyond this the plugin's output is counted, not logged (the tail keeps the latest)
 _LOG_SECONDS_PER_S = 0.05  # nor more than this share of a second spent in log handlers (a terminal is slow,
 #                            and it holds the GIL the engine's threads need)
@@ -28,8 +32,15 @@ _LOG_BACKLOG = (
 _LOGGED_CHARS = 1000  # a longer line is cut in the log
 _MAX_LINE = 8192  # a longer line is split; a plugin cannot make the host buffer an endless line
 _MAX_HANDSHAKE = 65536
+# Crash-report lines logged beyond the rate limit, per process: "panic:" on every line is rate-limited too.
+_CRASH_LINES_UNLIMITED = 4 * TAIL_LINES
 # "ERROR name: message" (dativo plugin serve, most loggers) or "... level=error ..." (Go's slog, logrus)
 _LEVEL = re.compile(r"^\s*(DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL|FATAL)(?::\s*|\s+)")
+# The first line of a crash report: Go's runtime and the Go SDK's recovered panics, Rust, Python, C++.
+_CRASH = re.compile(
+    r"^(panic: |panic in |fatal error: |runtime: |SIG[A-Z]+: |thread '.*' panicked at |"
+    r"Traceback \(most recent call last\):|terminate called after throwing)"
+)
 _LEVEL_KEY = re.compile(r"\blevel=(DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL|FATAL)\b", re.IGNORECASE)
 _LEVELS = {
     "DEBUG": logging.DEBUG,
@@ -40,6 +51,11 @@ _LEVELS = {
     "CRITICAL": logging.CRITICAL,
     "FATAL": logging.CRITICAL,
 }
+
+
+def _cut(line: str, limit: int) -> str:
+    """``line``, cut at ``limit`` characters (saying how many more there were)."""
+    return line if len(line) <= limit else f"{line[:limit]}… ({len(line) - limit} more characters)"
 
 
 def _level(line: str) -> tuple[int, str]:
@@ -65,6 +81,9 @@ class PluginOutput:
         self.name = name
         self.logger = logger
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._stderr_lines = 0
+        self._crash_lines = 0  # lines of a crash report still to log at ERROR
+        self._unlimited = _CRASH_LINES_UNLIMITED  # crash lines that may still pass the rate limit
         self._handshake: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
         self._window = [
             0.0,
@@ -94,8 +113,28 @@ class PluginOutput:
         return self._handshake.get(timeout=timeout)
 
     def tail(self) -> list[str]:
-        """The last lines of the plugin's stderr (redacted)."""
-        return [redact(line) for line in list(self._tail)]
+        """The last :data:`TAIL_LINES` lines of the plugin's stderr (redacted, each cut at
+        :data:`TAIL_LINE_CHARS` characters)."""
+        return [_cut(redact(line), TAIL_LINE_CHARS) for line in list(self._tail)]
+
+    def tail_text(self) -> str:
+        """The tail as a block to show below an error's paragraph: a heading and the lines, indented.
+
+        Returns:
+            ``""`` when the plugin wrote nothing on stderr.
+        """
+        lines = self.tail()
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        if not lines:
+            return ""
+        total = self._stderr_lines
+        heading = (
+            f"The last {len(lines)} of the {total:,} lines the plugin wrote to stderr:"
+            if total > len(self._tail)  # the tail lost its first lines
+            else "What the plugin wrote to stderr:"
+        )
+        return "\n".join([heading, *(f"    {line}" for line in lines)])
 
     def last_words(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the rest of stderr (the plugin is ending)."""
@@ -117,6 +156,7 @@ class PluginOutput:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 if which == "stderr":
                     self._tail.append(line)  # redacted when read: most lines of a flood are never shown
+                    self._stderr_lines += 1
                 try:
                     self._lines.put_nowait((line, which))
                 except queue.Full:
@@ -141,16 +181,25 @@ class PluginOutput:
             self._window[2] += 1
 
     def _log(self, line: str, which: str) -> None:
+        if which == "stderr" and _CRASH.match(line):
+            self._crash_lines = TAIL_LINES
+        crash = which == "stderr" and self._crash_lines > 0
+        if crash:
+            self._crash_lines -= 1
         if not line.strip():
             return
-        if len(line) > _LOGGED_CHARS:
-            line = f"{line[:_LOGGED_CHARS]}… ({len(line) - _LOGGED_CHARS} more characters)"
+        line = _cut(line, _LOGGED_CHARS)
         level, line = _level(line)
+        if crash:
+            level = max(level, logging.ERROR)
         now = int(time.monotonic())
         if now != self._window[0]:
             self._report_suppressed(now)
         with self._log_lock:
-            if self._window[1] >= LOG_LINES_PER_S or self._window[3] >= _LOG_SECONDS_PER_S:
+            limited = self._window[1] >= LOG_LINES_PER_S or self._window[3] >= _LOG_SECONDS_PER_S
+            if limited and crash and self._unlimited > 0:  # a crash report is logged whole (a few of them)
+                self._unlimited -= 1
+            elif limited:
                 self._window[2] += 1
                 return
             self._window[1] += 1
@@ -166,9 +215,11 @@ class PluginOutput:
             self._window = [now, 0, 0, 0.0]
         if suppressed:
             self.logger.warning(
-                "plugin %s: %d more lines of output were not logged (it wrote faster than the log can take)",
+                "plugin %s: %d more lines of output were not logged (it wrote faster than the log can take); "
+                "an error of the plugin shows the last %d lines of its stderr",
                 self.name,
                 suppressed,
+                TAIL_LINES,
             )
 
     def finish(self) -> None:

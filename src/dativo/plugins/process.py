@@ -238,6 +238,7 @@ class PluginProcess:
                     f"the sandbox around plugin {name} did not start: {process.diagnose(0)}; the plugin was "
                     "not run",
                     hint=_SANDBOX_HINT,
+                    detail=process.tail_text(),
                 ) from None
             raise
 
@@ -246,6 +247,10 @@ class PluginProcess:
     def tail(self) -> list[str]:
         """The last lines of the plugin's stderr (redacted)."""
         return self.output.tail()
+
+    def tail_text(self) -> str:
+        """The last lines of its stderr as a block for an error's ``detail`` (``""``: it wrote none)."""
+        return self.output.tail_text()
 
     def alive(self) -> bool:
         """Whether the process is still running."""
@@ -256,7 +261,7 @@ class PluginProcess:
         return self.sandbox is not None and any(line.startswith(("bwrap: ", "setpriv: ")) for line in self.tail())
 
     def diagnose(self, wait_s: float = 2.0) -> str:
-        """Its exit status and the end of its stderr, for an error message.
+        """Its exit status, for an error message (whose ``detail`` is :meth:`tail_text`, called after this).
 
         A process whose connection just broke is usually dying: wait a moment for its status, and for its
         last words on stderr.
@@ -273,14 +278,10 @@ class PluginProcess:
         if self.sandbox is not None:
             why = self.sandbox.explain(self.popen.returncode)
             status = f"{status} in its sandbox" + (f": {why}" if why else "")
-        text = f"the plugin process {status}"
-        tail = [line[:300] for line in self.tail()[-10:] if line.strip()]
-        if tail:
-            text += "; its stderr ended with: " + " | ".join(tail)
-        return text
+        return f"the plugin process {status}"
 
     def _start_failed(self, message: str, hint: str) -> PluginFailed:
-        return PluginFailed(message, plugin=self.name, stage="load", hint=hint)
+        return PluginFailed(message, plugin=self.name, stage="load", hint=hint, detail=self.tail_text())
 
     def _await_handshake(self, timeout: float) -> str:
         try:

@@ -102,12 +102,22 @@ def schema_from_b64(text: str) -> pa.Schema:
 
 
 def dataset_to_json(dataset: Dataset, *, schema: bool = True) -> dict[str, Any]:
-    """``{"name", "schema", "primary_key", "cursor_candidates"}`` (without ``schema`` if it is ``False``)."""
+    """``{"name", "schema", "primary_key", "cursor_candidates", …}`` (without ``schema`` if it is ``False``).
+
+    ``cursor``, ``estimated_rows`` and ``details`` are sent only when set (protocol additions a peer may
+    not know).
+    """
     value: dict[str, Any] = {"name": dataset.name}
     if schema:
         value["schema"] = None if dataset.schema is None else schema_to_b64(dataset.schema)
     value["primary_key"] = list(dataset.primary_key)
     value["cursor_candidates"] = list(dataset.cursor_candidates)
+    if dataset.cursor is not None:
+        value["cursor"] = dataset.cursor
+    if dataset.estimated_rows is not None:
+        value["estimated_rows"] = dataset.estimated_rows
+    if dataset.details:
+        value["details"] = dict(dataset.details)
     return value
 
 
@@ -120,9 +130,14 @@ def dataset_from_json(value: Any) -> Dataset:
         and strings(value.get("primary_key") or [])
         and strings(value.get("cursor_candidates") or [])
         and isinstance(value.get("schema"), str | None)
+        and isinstance(value.get("cursor"), str | None)
+        and (value.get("estimated_rows") is None
+             or (isinstance(value["estimated_rows"], int) and not isinstance(value["estimated_rows"], bool)))
+        and isinstance(value.get("details") or {}, dict)
     ):
         raise _not(
-            value, '{"name": str, "schema": base64 | null, "primary_key": [str], "cursor_candidates": [str]}'
+            value, '{"name": str, "schema": base64 | null, "primary_key": [str], "cursor_candidates": [str], '
+            '"cursor": str | null, "estimated_rows": int | null, "details": {…}}'
         )
     try:
         schema = None if value.get("schema") is None else schema_from_b64(value["schema"])
@@ -133,6 +148,9 @@ def dataset_from_json(value: Any) -> Dataset:
         schema=schema,
         primary_key=tuple(value.get("primary_key") or ()),
         cursor_candidates=tuple(value.get("cursor_candidates") or ()),
+        cursor=value.get("cursor") or None,
+        estimated_rows=value.get("estimated_rows"),
+        details=value.get("details") or {},
     )
 
 

@@ -17,11 +17,12 @@ import logging
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from dativo.api import CommitInfo, Context, Dataset, Mode, Reader, Role, Split, State, Writer, WrittenFiles
 from dativo.errors import DativoError, PluginIncompatible, commit_error, side
 from dativo.plugins.client import Connection, Launcher
+from dativo.plugins.options import PluginOptions, declared
 from dativo.plugins.protocol import (
     commit_from_json,
     configure_body,
@@ -36,22 +37,11 @@ from dativo.plugins.protocol import (
 log = logging.getLogger("dativo.plugins.remote")
 
 
-class RemoteOptions(BaseModel):
-    """Options of an out-of-process plugin: anything; the plugin validates them in ``configure``.
+class RemoteOptions(PluginOptions):
+    """Options of an out-of-process plugin: anything, until its ``spec`` declares them (:func:`described`).
 
     ``dativo plugins info`` shows the JSON Schema the plugin published in its ``spec``.
     """
-
-    model_config = ConfigDict(extra="allow")
-
-    plugin_schema: ClassVar[dict[str, Any] | None] = None
-
-    @classmethod
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        """The plugin's own ``config_schema`` when it published one."""
-        if cls.plugin_schema is not None:
-            return cls.plugin_schema
-        return super().model_json_schema(*args, **kwargs)
 
 
 def learn_spec(conn: Connection, role: Role) -> dict[str, Any]:
@@ -102,7 +92,8 @@ class RemotePlugin:
         try:
             if self.plugin_spec is None:  # nobody described this class: is the plugin one of this role?
                 learn_spec(conn, self.role)
-            conn.action("configure", configure_body(config.model_dump(), ctx, role=self.role))
+            options = config.model_dump(by_alias=True, exclude_unset=True)  # as the job wrote them
+            conn.action("configure", configure_body(options, ctx, role=self.role))
         except BaseException as exc:
             conn.close(shutdown=True)
             if isinstance(exc, DativoError):
@@ -238,20 +229,15 @@ def described(cls: type[RemotePlugin], spec: dict[str, Any]) -> type[RemotePlugi
     """A subclass of ``cls`` that is the plugin its ``spec`` (from :func:`learn_spec`) describes.
 
     Its ``version``, ``language``, ``api_version`` and ``allow_fallback`` are the plugin's own, and its
-    ``Config`` publishes the plugin's ``config_schema``; ``cls`` itself is left as it was.
+    ``Config`` publishes the plugin's ``config_schema`` and checks the job's options against it
+    (:func:`dativo.plugins.options.declared`), except for a Python plugin, whose own pydantic ``Config``
+    checks them in ``configure``; ``cls`` itself is left as it was.
     """
-    options = type(
-        "Options",
-        (RemoteOptions,),
-        {
-            "plugin_schema": spec.get("config_schema"),
-            "__module__": __name__,
-            "__doc__": RemoteOptions.__doc__,
-        },
-    )
+    language = spec.get("language") or "unknown"
+    options = declared(RemoteOptions, spec.get("config_schema"), check=language != "python")
     attributes: dict[str, Any] = {
         "plugin_spec": dict(spec),
-        "language": spec.get("language") or "unknown",
+        "language": language,
         "allow_fallback": bool(spec.get("allow_fallback", True)),
         "Config": options,
         "__module__": cls.__module__,

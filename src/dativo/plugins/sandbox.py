@@ -249,7 +249,9 @@ class SandboxRun:
         for socket, inside in sandbox.socket_binds():  # right before binding: still exactly one socket file
             tree.add("--bind", socket, inside)
         visible = [*bound, *sandbox.read_paths, *sandbox.write_paths]
-        chdir = str(cwd) if covered(cwd, visible) else "/tmp"
+        # an unbound working folder becomes the read-only root: a relative path then fails, where in the
+        # private /tmp it would be written, thrown away, and the run would report success
+        chdir = str(cwd) if covered(cwd, visible) else "/"
         return command(sandbox.bwrap, sandbox.who, tree, network, self._filter, chdir, argv)
 
     def preexec(self) -> None:
@@ -337,6 +339,8 @@ def sandboxed(
     implementation: str | NativeLibrary | PluginCommand | FlightEndpoint,
     config: SandboxConfig,
     launcher: Any,
+    *,
+    beside: Path | None = None,
 ) -> Any:
     """How to start ``implementation`` inside a sandbox: a launcher whose processes are confined.
 
@@ -350,6 +354,7 @@ def sandboxed(
         config: The job's ``sandbox`` block.
         launcher: The launcher class to build (``dativo.plugins.process.CommandLauncher``): its constructor
             and ``for_command`` take a ``sandbox=``; it is passed in, so this module does not import process.
+        beside: The job file's folder, where a dotted path's module is also looked for.
 
     Raises:
         SandboxError: The sandbox does not work here, or this kind of implementation cannot be sandboxed.
@@ -373,7 +378,7 @@ def sandboxed(
     if isinstance(implementation, PluginCommand):
         executable = Path(launcher.for_command(implementation).executable())  # PluginNotFound if missing
         return launcher.for_command(implementation, sandbox=Sandbox(config, role, files=[executable]))
-    location = locate(role, implementation)
+    location = locate(role, implementation, beside=beside)
     files, roots = location.files()
     name = location.name
     return launcher(

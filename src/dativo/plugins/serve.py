@@ -37,6 +37,7 @@ from dativo.errors import (
     error_kind,
     side,
 )
+from dativo.market import capabilities
 from dativo.plugins.protocol import (
     ACTIONS,
     PROTOCOL_ENV,
@@ -80,6 +81,9 @@ def flight_error(exc: BaseException, stage: str) -> fl.FlightServerError:
         if isinstance(exc, MemoryError) and limit:  # served in a sandbox: name the limit it ran into
             message += f" (the sandbox allows {limit} MiB of address space: sandbox.memory_mb)"
             hint = "Raise sandbox.memory_mb if the plugin really needs more memory."
+        denied = capabilities.explain(exc)  # sandboxed with only its manifest's capabilities: name the one it lacked
+        if denied is not None:
+            message, hint = f"{message} ({denied[0]})", denied[1]
     return fl.FlightServerError(error_line(error_kind(exc, stage), message, hint))
 
 

@@ -496,6 +496,11 @@ class LocalStore(Store):
         probe = self.directory
         while not probe.exists():
             probe = probe.parent
+        if not probe.is_dir():
+            raise ConnectionFailed(
+                f"{label or self.location}: {probe} is a file, so no folder can be created below it",
+                hint="Choose a target path whose folders are folders.",
+            )
         if not os.access(probe, os.W_OK):
             raise ConnectionFailed(
                 f"{label or self.location}: folder {probe} is not writable",

@@ -6,6 +6,8 @@
  *   -DOMIT_READER_OPEN          lacks a required function
  *   -DMINIMAL                   only the required reader functions (the loader's defaults do the rest)
  *   -DPREFIX=orders_            every symbol under another prefix
+ *   -DDECLARES_OPTIONS          plugin_config_schema declares the reader's options (not the writer's)
+ *   -DDECLARES_BAD_OPTIONS      plugin_config_schema returns a JSON array
  *
  * Options are read with strstr from the JSON Dativo passes (it writes `"key": value`):
  *   rows, batch_size, splits   what to produce (ids split*1000 + 1 .. rows; every third name is null)
@@ -151,6 +153,18 @@ DATIVO_EXPORT int32_t FN(abi_version)(void) { return TEST_ABI_VERSION; }
 DATIVO_EXPORT const char* FN(plugin_info)(void) {
   return "{\"name\": \"testplugin\", \"version\": \"2.5.0\", \"language\": \"c\"}";
 }
+#endif
+
+#if defined(DECLARES_OPTIONS)
+DATIVO_EXPORT const char* FN(plugin_config_schema)(const char* role) {
+  if (strcmp(role, "reader") != 0) return NULL;
+  return "{\"type\": \"object\", \"additionalProperties\": false, \"properties\": {"
+         "\"rows\": {\"type\": \"integer\", \"minimum\": 0}, \"batch_size\": {\"type\": \"integer\", \"minimum\": 1}, "
+         "\"splits\": {\"type\": \"integer\"}, \"fail\": {\"type\": \"string\"}, "
+         "\"reject\": {\"type\": \"string\"}, \"vendor_code\": {\"type\": \"integer\"}}}";
+}
+#elif defined(DECLARES_BAD_OPTIONS)
+DATIVO_EXPORT const char* FN(plugin_config_schema)(const char* role) { return role ? "[1, 2]" : NULL; }
 #endif
 
 /* --- Arrow: schema (id int64, name utf8) ---------------------------------------------------------- */

@@ -30,7 +30,8 @@ def make_reader() -> Iterator[MakeReader]:
     def make(
         cls: type[Reader], dsn: str, *, parallelism: int = 1, cursor: str | None = None, **options: Any
     ) -> Reader:
-        config = PostgresConfig.model_validate({"connection": {"dsn": dsn}, **options})
+        # min_split_bytes: 1 lets tables of a few pages be split as parallelism says
+        config = PostgresConfig.model_validate({"connection": {"dsn": dsn}, "min_split_bytes": 1, **options})
         ctx = Context(
             job="t",
             run_id="r",

@@ -153,7 +153,9 @@ def test_query_with_duplicate_column_names_is_refused(pg_dsn: str, reader_cls, m
 @pytest.mark.parametrize(
     "options",
     [
-        {},  # neither tables nor query
+        {"query": "select 1", "exclude": ["a"]},
+        {"tables": [{"name": "a", "cursor": "ts", "unknown": 1}]},
+        {"tables": [{"name": "a", "primary_key": []}]},
         {"tables": ["a"], "query": "select 1"},
         {"tables": []},
         {"tables": ["a"], "numeric": "decimal(40,2)"},

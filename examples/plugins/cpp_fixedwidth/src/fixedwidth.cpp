@@ -43,6 +43,54 @@ constexpr const char* kInfo =
     R"({"name": "fixedwidth", "version": "1.0.0", "language": "c++", )"
     R"("description": "Fixed-width text files to Arrow, split by byte ranges."})";
 
+// The JSON Schema of reader.options (plugin_config_schema): Dativo checks a job's options against it
+// before reader_new. Every key may also be written in the source section, so none is required here;
+// parse_config checks both places (and the options again, for a Dativo that does not read this).
+constexpr const char* kOptionsSchema = R"({
+  "type": "object",
+  "description": "Options of the fixed-width reader; each may also be written in the source section (an option wins). path and columns are required in one of the two places.",
+  "additionalProperties": false,
+  "properties": {
+    "path": {"type": ["string", "array"], "items": {"type": "string"},
+             "description": "A file, a glob (data/*.txt) or a list of them; relative to the working directory."},
+    "columns": {"type": "array", "items": {"$ref": "#/$defs/column"},
+                "description": "The fields of a record, in order."},
+    "dataset": {"type": "string", "description": "The dataset name (default: the job's name)."},
+    "batch_size": {"type": "integer", "minimum": 1, "maximum": 16777216, "default": 65536,
+                   "description": "Rows per Arrow batch."},
+    "units": {"enum": ["chars", "bytes"], "default": "chars",
+              "description": "What widths and starts count: UTF-8 characters or bytes."},
+    "trim": {"enum": ["both", "right", "none"], "default": "both",
+             "description": "Blanks removed from text fields (numbers are always trimmed)."},
+    "null_values": {"type": "array", "items": {"type": "string"}, "default": [""],
+                    "description": "Field values (after trimming) read as null."},
+    "skip_lines": {"type": "integer", "minimum": 0, "maximum": 1048576, "default": 0,
+                   "description": "Header lines at the top of every file."},
+    "min_split_bytes": {"type": "integer", "minimum": 1, "default": 1048576,
+                        "description": "No split is smaller than this."},
+    "primary_key": {"type": ["string", "array"], "items": {"type": "string"},
+                    "description": "Columns that identify a record (shown by dativo discover)."},
+    "cursor_candidates": {"type": ["string", "array"], "items": {"type": "string"},
+                          "description": "Columns usable as an incremental cursor."}
+  },
+  "$defs": {
+    "column": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["name", "width"],
+      "properties": {
+        "name": {"type": "string"},
+        "width": {"type": "integer", "minimum": 1, "maximum": 1048576},
+        "start": {"type": "integer", "minimum": 0, "maximum": 1073741824,
+                  "description": "0-based offset (default: where the previous column ends)."},
+        "type": {"type": "string", "default": "string",
+                 "description": "string, int32, int64, float64, bool, date32 or decimal128(precision, scale)."},
+        "nullable": {"type": "boolean", "default": true}
+      }
+    }
+  }
+})";
+
 // =================================================================================================
 // Errors: thrown inside, turned into a status code and a DativoError at the C boundary.
 // =================================================================================================
@@ -1405,6 +1453,10 @@ struct DativoReader {
 int32_t dativo_abi_version(void) { return DATIVO_PLUGIN_ABI_VERSION; }
 
 const char* dativo_plugin_info(void) { return kInfo; }
+
+const char* dativo_plugin_config_schema(const char* role) {
+  return role != nullptr && std::strcmp(role, "reader") == 0 ? kOptionsSchema : nullptr;
+}
 
 DativoStatusCode dativo_reader_new(const char* config_json, DativoReader** out, DativoError* error) {
   return guarded(error, [&] {

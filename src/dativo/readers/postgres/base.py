@@ -6,12 +6,14 @@ split opens its own connection and adopts that snapshot (``SET TRANSACTION SNAPS
 does), so all splits of all datasets of a run read one consistent state of the database, however the
 reads are spread over threads, processes or machines. Catalog lookups run in the same transaction.
 
-Incremental reads. With ``ctx.cursor`` set, :meth:`plan` decodes the committed watermark and selects rows
-with ``(cursor, primary key…) > (watermark…)``; the engine computes the next watermark from the batches.
-Rows whose cursor is NULL are read by the first run (no state yet, a full read) and never again: a NULL
-cannot be placed after a watermark. Give the cursor column a NOT NULL constraint (or a default) if such
-rows matter. Without a primary key, rows that share the watermark's exact cursor value and arrive later
-are not read.
+Incremental reads. With a cursor (a table's own from ``tables:``, else ``ctx.cursor``), :meth:`plan` decodes
+the committed watermark and selects rows with ``(cursor, primary key…) > (watermark…)``; the engine
+computes the next watermark from the batches. Rows whose cursor is NULL are read by the first run (no
+state yet, a full read) and never again: a NULL cannot be placed after a watermark; the run warns with
+their count. Give the cursor column a NOT NULL constraint (or a default) if such rows matter. Without a
+primary key, rows that share the watermark's exact cursor value and arrive later are not read. Deletes,
+and updates that do not move the cursor, are invisible to incremental reads; a periodic full refresh
+reconciles them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dativo.readers.postgres import sql
 from dativo.readers.postgres.arrow import decode_schema, encode_schema
 from dativo.readers.postgres.catalog import Relation, query_relation, table_relation
 from dativo.readers.postgres.config import PostgresConfig
+from dativo.readers.postgres.tables import select_tables
 from dativo.readers.postgres.connect import connection_failed, conninfo, one_paragraph, read_failed, redact
 from dativo.state import Watermark
 
@@ -144,14 +147,16 @@ class PostgresReaderBase(Reader):
                 conn.close()
 
     def discover(self) -> list[Dataset]:
-        """Describe every table of ``tables:`` (or the ``query:``) from the catalog.
+        """Describe every table ``tables:`` selects (every readable one if omitted), or the ``query:``.
 
         Returns:
             One dataset per table, named ``schema.table``, with the exact Arrow schema (NOT NULL columns are
-            non-nullable), the primary key and the cursor candidates; or one dataset named ``query``.
+            non-nullable), the primary key, the cursor candidates, the table's own cursor, the planner's row
+            estimate and details (kind, partitions, PostgreSQL column types); or one dataset named ``query``.
 
         Raises:
-            ConfigError: A table does not exist, the query does not compile, or a column has a pseudo-type.
+            ConfigError: A table does not exist, a glob matches nothing, the query does not compile, an
+                entry's cursor or key is not a column, or a column has a pseudo-type.
         """
         with self._context():
             conn = self._coordinator_connection()
@@ -159,22 +164,22 @@ class PostgresReaderBase(Reader):
             if self.config.query is not None:
                 relations = [query_relation(conn, self.config.query, policy)]
             else:
-                relations = [table_relation(conn, name, policy) for name in self.config.tables or ()]
-            names = [r.name for r in relations]
-            repeated = sorted({n for n in names if names.count(n) > 1})
-            if repeated:
-                raise ConfigError(f"source.tables lists {', '.join(repeated)} more than once")
+                selected = select_tables(conn, self.config.table_entries, self.config.exclude)
+                relations = [table_relation(conn, one, policy) for one in selected]
             self._relations = {r.name: r for r in relations}
             return [r.dataset() for r in relations]
 
     def plan(self, dataset: Dataset, state: State | None) -> list[Split]:
-        """Split a dataset into key ranges over the run's snapshot.
+        """Split a dataset over the run's snapshot.
 
-        With ``ctx.parallelism > 1`` and a primary key of one integer column, the key span (min..max inside
-        the snapshot, after the watermark) is cut into up to ``parallelism`` ranges, following the planner's
-        histogram of the key when the table has been analysed (about equal rows per split), else of equal
-        width; otherwise there is one split. With ``ctx.cursor`` set and a committed ``state``, only rows
-        after its watermark are selected (see the module docstring for NULL cursors).
+        With ``ctx.parallelism > 1`` a table is cut into at most ``parallelism`` splits, and at most one per
+        ``min_split_bytes`` of its on-disk size. The cuts follow the first key column when it is an integer
+        (its span inside the snapshot, after the watermark, cut along the planner's histogram of the key
+        when the table has been analysed, else in equal widths); any other table, view excepted, is cut
+        into ranges of its pages (``ctid``), which every row of the snapshot has exactly one of. A view or
+        query without an integer key is one split. With a cursor (the table's own, else the job's) and a
+        committed ``state``, only rows after its watermark are selected; a nullable cursor with NULLs in it
+        is warned about (see the module docstring).
 
         Returns:
             Splits whose ``params`` (JSON) hold the SQL, the snapshot id and the schema.
@@ -187,14 +192,17 @@ class PostgresReaderBase(Reader):
             conn = self._coordinator_connection()
             predicates: list[str | None] = [self._after_watermark(relation, state, conn)]
             ranges: list[str | None] = [None]
-            key = relation.integer_key
-            if self.ctx.parallelism > 1 and key is not None:
+            parts = self._parts(relation)
+            key = relation.range_key
+            if parts > 1 and key is not None:
                 low, high = conn.execute(sql.min_max(relation, key, predicates)).fetchone() or (None, None)
                 if low is not None and high is not None:
-                    cuts = sql.key_ranges(
-                        low, high, self.ctx.parallelism, self._histogram(relation, key, conn)
-                    )
+                    cuts = sql.key_ranges(low, high, parts, self._histogram(relation, key, conn))
                     ranges = [sql.range_predicate(key, start, end) for start, end in cuts]
+            elif parts > 1 and relation.has_pages and conn.info.server_version >= 140000:  # TID range scans
+                pages = self._pages(relation, conn)
+                if pages > 1:
+                    ranges = [sql.page_predicate(start, end) for start, end in sql.page_ranges(pages, parts)]
             common: dict[str, Any] = {
                 "dataset": relation.name,
                 "snapshot": self._snapshot,
@@ -211,6 +219,22 @@ class PostgresReaderBase(Reader):
             self.ctx.logger.debug("planned %d split(s) for %s", len(splits), relation.name)
             return splits
 
+    def _parts(self, relation: Relation) -> int:
+        """How many splits to aim for: ``parallelism``, fewer for a table smaller than that many
+        ``min_split_bytes`` (views and queries have no size to go by)."""
+        size = relation.listed.size_bytes if relation.listed else None
+        if size is None:
+            return self.ctx.parallelism
+        return max(1, min(self.ctx.parallelism, -(-size // self.config.min_split_bytes)))
+
+    @staticmethod
+    def _pages(relation: Relation, conn: psycopg.Connection) -> int:
+        """Pages of the largest heap behind ``relation`` (a partition's, for a partitioned table)."""
+        assert relation.listed is not None
+        row = conn.execute("SELECT pg_catalog.current_setting('block_size')::int").fetchone()
+        block = int(row[0]) if row else 8192
+        return -(-(relation.listed.largest_heap or 0) // block)
+
     @staticmethod
     def _histogram(relation: Relation, key: str, conn: psycopg.Connection) -> list[int]:
         assert relation.table is not None
@@ -222,7 +246,7 @@ class PostgresReaderBase(Reader):
     def _after_watermark(
         self, relation: Relation, state: State | None, conn: psycopg.Connection
     ) -> str | None:
-        cursor = self.ctx.cursor
+        cursor = relation.cursor or self.ctx.cursor
         if cursor is None:
             return None
         schema = relation.schema
@@ -231,6 +255,8 @@ class PostgresReaderBase(Reader):
                 f"incremental.cursor {cursor!r} is not a column of {relation.name}",
                 hint=f"Use one of its cursor candidates: {', '.join(relation.cursor_candidates) or 'none'}.",
             )
+        if schema.field(cursor).nullable:
+            self._warn_null_cursors(relation, cursor, conn)
         try:
             watermark = Watermark.from_state(state, schema)
         except (KeyError, ValueError, pa.ArrowException) as exc:
@@ -249,6 +275,25 @@ class PostgresReaderBase(Reader):
         values = (watermark.value, *watermark.key)
         literals = [pgsql.Literal(v).as_string(conn) for v in values]
         return sql.after_predicate((watermark.column, *watermark.key_columns), literals)
+
+    def _warn_null_cursors(self, relation: Relation, cursor: str, conn: psycopg.Connection) -> None:
+        """Warn when rows have a NULL cursor: incremental runs after the first never read them.
+
+        The count is exact; it is skipped when the planner's statistics say the column has no NULL.
+        """
+        if relation.table is not None:
+            row = conn.execute(sql.NULL_FRACTION, (*relation.table, cursor)).fetchone()
+            if row is not None and row[0] == 0:
+                return
+        found = conn.execute(sql.null_count(relation, cursor)).fetchone()
+        nulls = int(found[0]) if found else 0
+        if nulls:
+            self.ctx.logger.warning(
+                "%s: %s row(s) have a NULL %s; an incremental run reads them only while the dataset has no "
+                "committed state (the first run, or `dativo run --full-refresh`), never after a watermark. "
+                "Give %s a NOT NULL constraint or a default, or pick another cursor.",
+                relation.name, f"{nulls:,}", cursor, cursor,
+            )
 
     def read(self, split: Split) -> ArrowStream:
         """Read one split inside the run's snapshot, lazily, batch by batch.

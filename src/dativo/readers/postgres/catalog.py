@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -46,6 +47,7 @@ from dativo.api import Dataset
 from dativo.errors import ConfigError
 from dativo.readers.postgres.config import NumericPolicy
 from dativo.readers.postgres.sql import quote_ident
+from dativo.readers.postgres.tables import KINDS, Listed, Selected, partitions_of
 
 # Built-in type oids (stable since forever; see pg_type.dat).
 _NATIVE: dict[int, tuple[pa.DataType, str]] = {
@@ -111,8 +113,13 @@ class Relation:
         name: Dataset name (``schema.table``, or ``query``).
         source: The SQL ``FROM`` item (a quoted table name, or the query as a subquery).
         columns: Output columns in order.
-        primary_key: Primary-key columns in key order (empty for queries and tables without one).
+        primary_key: Primary-key columns in key order (the declared key, or the one ``tables:`` gives; empty
+            for queries and tables without one).
         table: ``(schema, table)`` for relations, ``None`` for a query (key-range splits need a relation).
+        kind: What it is (``table``, ``partitioned table``, ``view`` … or ``query``).
+        cursor: The incremental cursor ``tables:`` gives this relation, if any.
+        listed: The catalog's listing of the relation (estimates, sizes, partition parent), if a relation.
+        partitions: ``schema.table`` of its direct partitions, for a partitioned table.
     """
 
     name: str
@@ -120,6 +127,10 @@ class Relation:
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ()
     table: tuple[str, str] | None = None
+    kind: str = "query"
+    cursor: str | None = None
+    listed: Listed | None = None
+    partitions: tuple[str, ...] = ()
 
     @property
     def schema(self) -> pa.Schema:
@@ -138,21 +149,38 @@ class Relation:
         )
 
     @property
-    def integer_key(self) -> str | None:
-        """The primary-key column if the key is one integer column (key-range splits need that)."""
-        if self.table is None or len(self.primary_key) != 1:
+    def range_key(self) -> str | None:
+        """The first key column if it is an integer: splits cut its range (a composite key's too)."""
+        if self.table is None or not self.primary_key:
             return None
         key = self.primary_key[0]
         column = next(c for c in self.columns if c.name == key)
         return key if pa.types.is_integer(column.field.type) else None
 
+    @property
+    def has_pages(self) -> bool:
+        """Whether rows have a physical address (``ctid``) that page-range splits can cut."""
+        return self.listed is not None and self.listed.kind in ("r", "p", "m")
+
     def dataset(self) -> Dataset:
         """This relation as the :class:`dativo.api.Dataset` that ``discover`` returns."""
+        details: dict[str, Any] = {"kind": self.kind}
+        if self.listed is not None:
+            if self.listed.partition_of:
+                details["partition_of"] = self.listed.partition_of
+            if self.listed.size_bytes is not None:
+                details["size_bytes"] = self.listed.size_bytes
+        if self.partitions:
+            details["partitions"] = list(self.partitions)
+        details["source_types"] = {c.name: c.pg_type for c in self.columns}
         return Dataset(
             name=self.name,
             schema=self.schema,
             primary_key=self.primary_key,
             cursor_candidates=self.cursor_candidates,
+            cursor=self.cursor,
+            estimated_rows=self.listed.estimated_rows if self.listed else None,
+            details=details,
         )
 
 
@@ -279,22 +307,6 @@ def map_column(
     )
 
 
-def _has_unquoted_dot(name: str) -> bool:
-    quoted = False
-    for char in name:
-        if char == '"':
-            quoted = not quoted
-        elif char == "." and not quoted:
-            return True
-    return False
-
-
-_TABLE_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relkind
-FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid = pg_catalog.to_regclass(%s)
-"""
-
 _COLUMNS_SQL = """
 SELECT a.attname, a.atttypid, a.atttypmod, a.attnotnull, pg_catalog.format_type(a.atttypid, a.atttypmod)
 FROM pg_catalog.pg_attribute a
@@ -311,49 +323,42 @@ WHERE i.indrelid = %s AND i.indisprimary
 ORDER BY k.ord
 """
 
-_READABLE_KINDS = {
-    "r": "table",
-    "p": "partitioned table",
-    "v": "view",
-    "m": "materialized view",
-    "f": "foreign table",
-}
 
-
-def table_relation(conn: psycopg.Connection, name: str, policy: NumericPolicy) -> Relation:
-    """Resolve one entry of ``tables:`` against the catalog.
-
-    Unqualified names are looked up in schema ``public``; identifiers follow SQL rules (unquoted names
-    fold to lower case).
+def table_relation(conn: psycopg.Connection, selected: Selected, policy: NumericPolicy) -> Relation:
+    """Describe one relation ``tables:`` selects, with the settings its entries give it.
 
     Raises:
-        ConfigError: If the table does not exist or is not readable as rows.
+        ConfigError: If the entry's ``cursor`` or ``primary_key`` names no column of the relation.
         UnmappableType: If a column has a pseudo-type.
     """
-    qualified = name if _has_unquoted_dot(name) else f"public.{name}"
-    try:
-        with conn.transaction():  # a savepoint: an error must not end the snapshot transaction
-            row = conn.execute(_TABLE_SQL, (qualified,)).fetchone()
-    except psycopg.Error as exc:
-        raise ConfigError(f"Table name {name!r} in source.tables is not valid: {exc}") from None
-    if row is None:
-        raise ConfigError(
-            f"Table {qualified} (from source.tables) does not exist, or is not visible to this user",
-            hint="Check the spelling and the schema; quote mixed-case names, e.g. 'public.\"Orders\"'.",
-        )
-    oid, schema_name, table_name, kind = row
-    dataset = f"{schema_name}.{table_name}"
-    if kind not in _READABLE_KINDS:
-        raise ConfigError(f"{dataset} (from source.tables) is not a table or view (relkind {kind!r})")
-    attributes = conn.execute(_COLUMNS_SQL, (oid,)).fetchall()
-    primary_key = tuple(r[0] for r in conn.execute(_PRIMARY_KEY_SQL, (oid,)).fetchall())
+    listed, settings = selected.listed, selected.settings
+    dataset = listed.dataset
+    attributes = conn.execute(_COLUMNS_SQL, (listed.oid,)).fetchall()
+    declared = tuple(r[0] for r in conn.execute(_PRIMARY_KEY_SQL, (listed.oid,)).fetchall())
     types = _load_types(conn, (a[1] for a in attributes))
     columns = tuple(
         map_column(attname, typid, typmod, notnull, pg_type, types, policy, dataset)
         for attname, typid, typmod, notnull, pg_type in attributes
     )
-    source = f"{quote_ident(schema_name)}.{quote_ident(table_name)}"
-    return Relation(dataset, source, columns, primary_key, (schema_name, table_name))
+    names = [c.name for c in columns]
+    unknown = [c for c in [settings.cursor, *(settings.primary_key or ())] if c is not None and c not in names]
+    if unknown:
+        raise ConfigError(
+            f"source.tables gives {dataset} the column(s) {', '.join(map(repr, unknown))}, which it does not have",
+            hint=f"Its columns: {', '.join(names)}.",
+        )
+    source = f"{quote_ident(listed.schema)}.{quote_ident(listed.name)}"
+    return Relation(
+        dataset,
+        source,
+        columns,
+        tuple(settings.primary_key or declared),
+        (listed.schema, listed.name),
+        kind=KINDS[listed.kind],
+        cursor=settings.cursor,
+        listed=listed,
+        partitions=partitions_of(conn, listed.oid) if listed.kind == "p" else (),
+    )
 
 
 def query_relation(conn: psycopg.Connection, query: str, policy: NumericPolicy) -> Relation:

@@ -43,23 +43,58 @@ class Connection(BaseModel):
     )
 
 
+class TableSettings(BaseModel):
+    """One entry of ``tables:`` with settings of its own; the job-level values are the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The table (schema.table) or a glob of tables (sales.order_*).")
+    cursor: str | None = Field(
+        default=None,
+        description="This table's incremental cursor, instead of source.incremental.cursor; setting it makes "
+        "the table incremental even when the job is not.",
+    )
+    primary_key: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Columns that identify a row, for views and tables declared without a primary key (used "
+        "for splits, merge and cursor tie-breaks); replaces the declared key.",
+    )
+
+
+TableEntry = str | TableSettings
+
+
 class PostgresConfig(BaseModel):
     """Options of the built-in PostgreSQL readers (``postgres`` and ``postgres-python``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     connection: Connection = Field(description="How to reach the server.")
-    tables: list[str] | None = Field(
+    tables: list[TableEntry] | None = Field(
         default=None,
         min_length=1,
-        description="Tables, views or materialized views to read, as schema.table; unqualified names "
-        "are looked up in schema public. Unquoted names fold to lower case as in SQL; quote mixed-case "
-        'names ("Orders"). Exactly one of tables and query is required.',
+        description="Tables, views or materialized views to read, as schema.table, or globs of them "
+        "(public.*, sales.order_?); unqualified names are looked up in schema public. Unquoted names fold to "
+        'lower case as in SQL; quote mixed-case names ("Orders"). An entry may be a mapping {name, cursor, '
+        "primary_key} with settings of its own. A glob skips the partitions of a partitioned table (its "
+        "parent reads them) and the system schemas. Without tables and query, every table and view the "
+        "connection can read is read (what `dativo discover` lists).",
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Tables or globs to leave out of what tables: selects (e.g. public.tmp_*, audit.*).",
     )
     query: str | None = Field(
         default=None,
         description="A single SELECT to read instead of tables; read as one dataset named 'query', in one "
-        "split. Exactly one of tables and query is required.",
+        "split. At most one of tables and query.",
+    )
+    min_split_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        gt=0,
+        description="With parallelism above 1, a table is cut into at most one split per this many bytes of "
+        "its on-disk size (so a small table is one split, one file).",
     )
     numeric: str = Field(
         default="decimal(38,9)",
@@ -112,9 +147,17 @@ class PostgresConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> PostgresConfig:
-        if (self.tables is None) == (self.query is None):
-            raise ValueError("set exactly one of 'tables' and 'query'")
+        if self.tables is not None and self.query is not None:
+            raise ValueError("set at most one of 'tables' and 'query'")
+        if self.query is not None and self.exclude:
+            raise ValueError("'exclude' applies to tables, not to a query")
         return self
+
+    @property
+    def table_entries(self) -> list[TableSettings]:
+        """``tables:`` as settings (a bare name is an entry without settings); every table if omitted."""
+        entries = self.tables if self.tables is not None else ["*.*"]
+        return [e if isinstance(e, TableSettings) else TableSettings(name=e) for e in entries]
 
     @property
     def numeric_policy(self) -> NumericPolicy:

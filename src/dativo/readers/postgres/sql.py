@@ -107,14 +107,51 @@ def key_ranges(
     return list(zip(starts, ends, strict=False))
 
 
+def _half_open(expression: str, start: str | None, end: str | None) -> str | None:
+    """``start <= expression < end``, leaving out a missing bound (``None`` when both are)."""
+    parts = [f"{expression} >= {start}"] if start is not None else []
+    if end is not None:
+        parts.append(f"{expression} < {end}")
+    return " AND ".join(parts) or None
+
+
 def range_predicate(key: str, start: int | None, end: int | None) -> str | None:
     """``start <= key < end`` for one key range (``None`` when the range is unbounded)."""
-    parts = []
-    if start is not None:
-        parts.append(f"{quote_ident(key)} >= {int(start)}")
-    if end is not None:
-        parts.append(f"{quote_ident(key)} < {int(end)}")
-    return " AND ".join(parts) or None
+    return _half_open(quote_ident(key), None if start is None else str(int(start)),
+                      None if end is None else str(int(end)))
+
+
+def page_ranges(pages: int, parts: int) -> list[tuple[int | None, int | None]]:
+    """Divide heap pages ``0..pages-1`` into at most ``parts`` ranges ``[start, end)``, open at both ends
+    (rows on pages added since the size was taken still fall into the last range)."""
+    parts = max(1, min(parts, pages))
+    cuts = [pages * i // parts for i in range(1, parts)]
+    starts: list[int | None] = [None, *cuts]
+    ends: list[int | None] = [*cuts, None]
+    return list(zip(starts, ends, strict=False))
+
+
+def page_predicate(start: int | None, end: int | None) -> str | None:
+    """Rows on pages ``start <= page < end``, as a ``ctid`` range (a TID range scan since PostgreSQL 14).
+
+    On a partitioned table the condition applies to each partition's own pages; every row of the snapshot
+    has one ``ctid`` in one partition, so the ranges still hold every row exactly once.
+    """
+    return _half_open("ctid", None if start is None else f"'({int(start)},0)'::tid",
+                      None if end is None else f"'({int(end)},0)'::tid")
+
+
+def null_count(relation: Relation, column: str) -> str:
+    """The query for how many rows have a NULL ``column``."""
+    return f"SELECT count(*) FROM {relation.source} WHERE {quote_ident(column)} IS NULL"
+
+
+NULL_FRACTION = """
+SELECT null_frac FROM pg_catalog.pg_stats
+WHERE schemaname = %s AND tablename = %s AND attname = %s
+ORDER BY inherited DESC LIMIT 1
+"""
+"""The planner's fraction of NULLs in a column (no row before ANALYZE)."""
 
 
 def after_predicate(columns: Sequence[str], literals: Sequence[str]) -> str:

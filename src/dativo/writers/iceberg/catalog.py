@@ -7,8 +7,10 @@ Data and metadata always go through pyiceberg's pyarrow FileIO (local files and 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -17,8 +19,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse, urlunparse
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import ForbiddenError, OAuthError, UnauthorizedError
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from dativo.errors import ConnectionFailed
@@ -28,6 +31,9 @@ _SECRET_KEY = re.compile(r"secret|token|key|credential|password", re.IGNORECASE)
 
 CATALOG_NAME = "dativo"
 """Default catalog name: the SQL catalog keys its rows by it, so it must not change between runs."""
+
+
+_REST_ONLY = ("token", "credential", "oauth2_server_uri", "scope", "sigv4", "signing_region", "signing_name")
 
 
 class CatalogConfig(BaseModel):
@@ -48,16 +54,54 @@ class CatalogConfig(BaseModel):
         "For REST catalogs, the warehouse name or location the server expects. SQL defaults to "
         "<work_dir>/warehouse.",
     )
-    name: str = Field(default=CATALOG_NAME, description="Catalog name; keep it stable across runs.")
+    name: str = Field(
+        default=CATALOG_NAME,
+        description="Catalog name. The SQL catalog keys its rows by it: jobs share tables only when they use "
+        "the same name, so keep it stable across runs. REST catalogs only show it in messages.",
+    )
     s3: S3Settings | None = Field(default=None, description="S3-compatible storage of the warehouse.")
     token: SecretStr | None = Field(default=None, description="REST catalog bearer token.")
     credential: SecretStr | None = Field(
-        default=None, description="REST catalog OAuth2 client credential 'client_id:client_secret'."
+        default=None,
+        description="REST catalog OAuth2 client credential 'client_id:client_secret', exchanged for a token "
+        "at oauth2_server_uri.",
+    )
+    oauth2_server_uri: str | None = Field(
+        default=None,
+        description="REST catalog: the OAuth2 token endpoint for credential (Polaris: "
+        "'<uri>/v1/oauth/tokens'; Lakekeeper and Nessie: their identity provider's token URL). Unset: the "
+        "catalog's own '<uri>/v1/oauth/tokens', a fallback Iceberg deprecates.",
+    )
+    scope: str | None = Field(
+        default=None,
+        description="REST catalog: the OAuth2 scope asked for with credential (pyiceberg's default "
+        "'catalog'; Polaris: 'PRINCIPAL_ROLE:ALL').",
+    )
+    sigv4: bool = Field(
+        default=False,
+        description="REST catalog: sign every request with AWS Signature V4 (AWS Glue, Amazon S3 Tables, "
+        "SeaweedFS), with the s3 block's keys, or the AWS default credential chain when it has none.",
+    )
+    signing_region: str | None = Field(
+        default=None, description="SigV4 region; defaults to s3.region, else the AWS default region."
+    )
+    signing_name: str | None = Field(
+        default=None,
+        description="SigV4 service name: 'glue' for AWS Glue, 's3tables' for Amazon S3 Tables, 's3' for "
+        "SeaweedFS; pyiceberg's default is 'execute-api'.",
     )
     properties: dict[str, str] = Field(
         default_factory=dict,
         description="Extra pyiceberg catalog properties, passed as they are (values are never logged).",
     )
+
+    @model_validator(mode="after")
+    def _rest_settings_need_rest(self) -> CatalogConfig:
+        if self.type != "rest":
+            named = [key for key in _REST_ONLY if getattr(self, key) not in (None, False)]
+            if named:
+                raise ValueError(f"{', '.join(named)}: only for a REST catalog (type: rest)")
+        return self
 
 
 @dataclass
@@ -67,8 +111,11 @@ class CatalogHandle:
     catalog: Catalog
     properties: dict[str, str]
     warehouse: str | None
+    """Where new tables go, probed for write access; ``None`` when the server decides (REST)."""
     description: str
     secrets: list[str] = field(default_factory=list)
+    refusal_hint: str = "Check the credentials in target.catalog"
+    """What to check when the catalog refuses the credentials (the settings this catalog signs in with)."""
 
     def io(self) -> PyArrowFileIO:
         """A FileIO with the catalog's storage settings (for paths outside any table)."""
@@ -77,6 +124,10 @@ class CatalogHandle:
     def redact(self, text: str) -> str:
         """Scrub every secret of this catalog from ``text``."""
         return redact(text, self.secrets)
+
+    def error(self, failure: str, exc: BaseException) -> ConnectionFailed:
+        """:func:`catalog_error` for this catalog."""
+        return catalog_error(self.description, failure, exc, self.secrets, self.refusal_hint)
 
 
 def _local_warehouse(path: str) -> str:
@@ -174,30 +225,114 @@ def open_catalog(config: CatalogConfig | None, work_dir: str) -> CatalogHandle:
     else:
         if not config.uri:
             raise ConnectionFailed("REST catalog: target.catalog.uri is required")
-        warehouse = config.warehouse
-        if warehouse and "://" in warehouse:
-            warehouse = normalise_warehouse(warehouse)
+        props.update(rest_properties(config))
+        warehouse = None  # the server places each table (an S3 table bucket refuses writes outside them)
         storage = f", storage on {config.s3.describe()}" if config.s3 else ""
-        description = f"REST catalog '{config.name}' at {_safe_uri(config.uri)}{storage}"
-        from pyiceberg.catalog.rest import RestCatalog
+        signed = ", SigV4-signed" if config.sigv4 else ""
+        description = f"REST catalog '{config.name}' at {_safe_uri(config.uri)}{signed}{storage}"
+        if config.sigv4 and importlib.util.find_spec("boto3") is None:
+            raise ConnectionFailed(
+                f"{description}: SigV4 signing (target.catalog.sigv4) needs boto3, which is not installed",
+                hint="pip install 'dativo[iceberg]' (or 'pyiceberg[rest-sigv4]')",
+            )
+        from dativo.writers.iceberg.rest import SignedRestCatalog
 
-        props["uri"] = config.uri
-        if warehouse:
-            props["warehouse"] = warehouse
-        if config.token:
-            props["token"] = config.token.get_secret_value()
-        if config.credential:
-            props["credential"] = config.credential.get_secret_value()
-        factory = lambda: RestCatalog(config.name, **props)  # noqa: E731
+        factory = lambda: SignedRestCatalog(config.name, **props)  # noqa: E731
 
+    refusal = _refusal_hint(config)
     try:
         catalog = _opened(factory)
     except Exception as exc:  # any driver error means the catalog cannot be reached
-        raise ConnectionFailed(
-            f"{description}: cannot open the catalog: {redact(first_line(exc), secrets)}",
-            hint="Check target.catalog (uri, credentials, file permissions)",
-        ) from None
-    return CatalogHandle(catalog, props, warehouse, description, secrets)
+        raise catalog_error(description, "cannot open the catalog", exc, secrets, refusal) from None
+    return CatalogHandle(catalog, props, warehouse, description, secrets, refusal)
+
+
+def _refusal_hint(config: CatalogConfig) -> str:
+    if config.type == "sql":
+        return "Check the user and password in target.catalog.uri"
+    if config.sigv4:
+        return (
+            "Check the SigV4 keys (target.catalog.s3, else the AWS default credential chain), "
+            "signing_region and signing_name"
+        )
+    if config.credential:
+        return "Check target.catalog.credential, oauth2_server_uri and scope"
+    if config.token:
+        return "Check target.catalog.token (it may have expired)"
+    return "The catalog wants credentials: set target.catalog.token, credential or sigv4"
+
+
+def rest_properties(config: CatalogConfig) -> dict[str, str]:
+    """pyiceberg ``RestCatalog`` properties of ``config``; ``config.properties`` win over derived ones."""
+    props = {"uri": config.uri or ""}
+    if config.warehouse:
+        warehouse = config.warehouse
+        props["warehouse"] = normalise_warehouse(warehouse) if "://" in warehouse else warehouse
+    if config.token:
+        props["token"] = config.token.get_secret_value()
+    if config.credential:
+        props["credential"] = config.credential.get_secret_value()
+    if config.oauth2_server_uri:
+        props["oauth2-server-uri"] = config.oauth2_server_uri
+    if config.scope:
+        props["scope"] = config.scope
+    if config.sigv4:
+        props["rest.sigv4-enabled"] = "true"
+        region = config.signing_region or (config.s3.region if config.s3 else None)
+        if region:
+            props["rest.signing-region"] = region
+        if config.signing_name:
+            props["rest.signing-name"] = config.signing_name
+        s3 = config.s3
+        for key, secret in (
+            ("client.access-key-id", s3.access_key_id if s3 else None),
+            ("client.secret-access-key", s3.secret_access_key if s3 else None),
+            ("client.session-token", s3.session_token if s3 else None),
+        ):
+            if secret is not None:
+                props[key] = secret.get_secret_value()
+    props.update({k: v for k, v in config.properties.items() if k in props})
+    return props
+
+
+def catalog_error(
+    description: str, failure: str, exc: BaseException, secrets: list[str], refusal_hint: str
+) -> ConnectionFailed:
+    """The :class:`ConnectionFailed` for a catalog that refused the credentials or failed with ``exc``.
+
+    The message names the catalog (``description``), says what failed (``failure``, or that the catalog
+    refused the credentials, then hints with ``refusal_hint``) and ends with the driver's first line,
+    every secret scrubbed.
+    """
+    text = redact(first_line(exc), secrets)
+    if refused_credentials(exc):
+        message = f"{description}: the catalog refused the credentials: {text}"
+        return ConnectionFailed(message, hint=refusal_hint)
+    if unreachable(exc):
+        reason = _OS_REASON.findall(str(exc))
+        return ConnectionFailed(
+            f"{description}: cannot reach the catalog: {redact(reason[-1] if reason else text, secrets)}",
+            hint="Check target.catalog.uri, and that the catalog is running and reachable from here",
+        )
+    return ConnectionFailed(
+        f"{description}: {failure}: {text}", hint="Check target.catalog (uri, credentials, file permissions)"
+    )
+
+
+_OS_REASON = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` is the HTTP client failing to connect (refused, unknown host, timed out)."""
+    requests = sys.modules.get("requests")  # only a REST catalog loads it
+    return requests is not None and isinstance(
+        exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    )
+
+
+def refused_credentials(exc: BaseException) -> bool:
+    """Whether ``exc`` is a REST catalog refusing the credentials (HTTP 401 or 403, or an OAuth2 error)."""
+    return isinstance(exc, (ForbiddenError, OAuthError, UnauthorizedError))
 
 
 _OPEN_ATTEMPTS = 3
@@ -273,7 +408,7 @@ def probe_warehouse(handle: CatalogHandle) -> None:
     """
     warehouse = handle.warehouse
     if not warehouse or "://" not in warehouse:
-        return  # a REST catalog's warehouse name: the server decides where data goes
+        return  # a REST catalog: the server decides where data goes
     path = f"{warehouse.rstrip('/')}/.dativo-probe-{os.getpid()}-{uuid.uuid4().hex}"
     io = handle.io()
     try:
@@ -291,9 +426,13 @@ __all__ = [
     "CATALOG_NAME",
     "CatalogConfig",
     "CatalogHandle",
+    "catalog_error",
     "fileio_properties",
     "first_line",
     "normalise_warehouse",
     "open_catalog",
     "probe_warehouse",
+    "refused_credentials",
+    "rest_properties",
+    "unreachable",
 ]

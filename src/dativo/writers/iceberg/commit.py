@@ -337,7 +337,8 @@ def commit(
     if not files and mode != "overwrite":
         found, previous = last_state(table.metadata, job, dataset)
         if state is None or (found and previous == state):
-            logger.info("%s: no rows and no new state, nothing to commit", _what(dataset))
+            logger.info("%s: no new rows and no new state: nothing committed, table %s unchanged",
+                        _what(dataset), ".".join(table.name()))
             return CommitInfo(commit_id=str(current.snapshot_id) if current else None, rows=0)
 
     if mode == "merge" and not primary_key:
@@ -399,13 +400,16 @@ def commit(
     snapshot = find_run(committed.metadata, job, run_id, dataset)
     snapshot_id = snapshot.snapshot_id if snapshot is not None else committed.current_snapshot().snapshot_id
     logger.info(
-        "committed snapshot %s to %s (%s): %d rows in %d new files, %d files replaced",
+        "%s: committed snapshot %s to %s (%s%s): %s rows in %d new file(s)%s",
+        _what(dataset),
         snapshot_id,
         ".".join(table.name()),
         mode,
-        rows,
+        ", first load" if current is None else "",
+        f"{rows:,}",
         len(files),
-        len(deleted),
+        (f"; {len(deleted)} earlier file(s) rewritten without the rows this run updates" if mode == "merge"
+         else f"; {len(deleted)} earlier file(s) replaced") if deleted else "",
     )
     return CommitInfo(commit_id=str(snapshot_id), rows=rows)
 

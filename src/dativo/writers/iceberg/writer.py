@@ -9,10 +9,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
 from pyiceberg.exceptions import (
     NoSuchNamespaceError,
     NoSuchTableError,
@@ -38,60 +36,20 @@ from dativo.writers.iceberg import commit as commits
 from dativo.writers.iceberg import maintain as maintenance
 from dativo.writers.iceberg import partitioning
 from dativo.writers.iceberg.catalog import (
-    CatalogConfig,
     CatalogHandle,
     ensure_namespace,
     first_line,
     open_catalog,
     probe_warehouse,
+    refused_credentials,
+    unreachable,
 )
+from dativo.writers.iceberg.config import IcebergWriterConfig
 from dativo.writers.iceberg.conform import conform_batch
 from dativo.writers.iceberg.files import DataFileWriter, WriteOptions, new_prefix
 from dativo.writers.iceberg.schema import plan_evolution, to_iceberg_schema
 
-MiB = 1024 * 1024
-
 _CODECS = {"none": "uncompressed"}
-
-
-class IcebergWriterConfig(BaseModel):
-    """Options of the ``iceberg`` writer: the target section's connector keys plus ``writer.options``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    catalog: CatalogConfig | None = Field(
-        default=None,
-        description="The Iceberg catalog; omitted: an embedded SQLite catalog and local warehouse in the "
-        "job's work directory.",
-    )
-    namespace: str = Field(default="default", description="Namespace of the table; dots separate levels.")
-    table: str | None = Field(
-        default=None,
-        description="Table name; defaults to the dataset name's last part (public.orders -> orders).",
-    )
-    partition_by: list[str] = Field(
-        default_factory=list,
-        description="Partition fields of a new table: 'col', 'day(ts)', 'month(ts)', 'year(ts)', 'hour(ts)', "
-        "'bucket(16, id)', 'truncate(4, name)'. An existing table must already be partitioned this way.",
-    )
-    target_file_size_bytes: int = Field(
-        default=256 * MiB, ge=1, description="A data file is closed once it reaches this size on disk."
-    )
-    row_group_size_bytes: int = Field(
-        default=16 * MiB,
-        ge=1,
-        description="Arrow bytes buffered (per write, across partitions) before they are written as a row "
-        "group; bounds the memory of each split (raise it for fewer, larger row groups).",
-    )
-    compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = Field(
-        default="zstd", description="Parquet compression codec."
-    )
-    compression_level: int | None = Field(
-        default=None, description="Codec level; the codec's default if unset."
-    )
-    table_properties: dict[str, str] = Field(
-        default_factory=dict, description="Iceberg table properties set when the writer creates a table."
-    )
 
 
 class IcebergWriter(Writer):
@@ -127,10 +85,7 @@ class IcebergWriter(Writer):
             try:
                 handle.catalog.list_namespaces()
             except Exception as exc:  # any driver error means the catalog does not answer
-                raise ConnectionFailed(
-                    f"{handle.description}: the catalog does not answer: {handle.redact(first_line(exc))}",
-                    hint="Check target.catalog",
-                ) from None
+                raise handle.error("the catalog does not answer", exc) from None
             probe_warehouse(handle)
 
     def prepare(self, dataset: Dataset, schema: pa.Schema, mode: Mode) -> None:
@@ -147,7 +102,7 @@ class IcebergWriter(Writer):
                     hint="Declare the primary key in the source, or use mode 'append' or 'overwrite'",
                 )
             catalog = self._catalog().catalog
-            identifier = self.identifier(dataset.name)
+            identifier, partition_by = self.config.settings_for(dataset.name)
             name = ".".join(identifier)
             if len(schema) == 0:  # no batch and no declared schema: nothing to create or check
                 with self._lock:
@@ -158,7 +113,7 @@ class IcebergWriter(Writer):
                 table = catalog.load_table(identifier)
             except (NoSuchTableError, NoSuchNamespaceError):
                 ensure_namespace(catalog, identifier[:-1])
-                table = self._create(identifier, incoming)
+                table = self._create(identifier, incoming, partition_by)
             else:
                 evolution = plan_evolution(table.schema(), incoming)
                 if evolution.union is not None:
@@ -170,12 +125,10 @@ class IcebergWriter(Writer):
                         list(evolution.added) or "nothing",
                         [f"{c} {a}->{b}" for c, a, b in evolution.widened] or "nothing",
                     )
-            if self.config.partition_by and not partitioning.same_spec(
-                table.spec(), table.schema(), self.config.partition_by
-            ):
+            if partition_by and not partitioning.same_spec(table.spec(), table.schema(), partition_by):
                 raise ConfigError(
                     f"table {name} is partitioned by {partitioning.describe(table.spec(), table.schema())}, "
-                    f"the job asks for {self.config.partition_by}",
+                    f"the job asks for {partition_by}",
                     hint="Make target.partition_by match the table, or evolve the table's partition spec",
                 )
             missing = [k for k in dataset.primary_key if k not in table.schema().column_names]
@@ -318,8 +271,7 @@ class IcebergWriter(Writer):
 
     def identifier(self, dataset_name: str) -> tuple[str, ...]:
         """``(namespace…, table)`` of a dataset."""
-        table = self.config.table or dataset_name.rsplit(".", 1)[-1]
-        return (*[p for p in self.config.namespace.split(".") if p], table)
+        return self.config.settings_for(dataset_name)[0]
 
     def _catalog(self) -> CatalogHandle:
         with self._lock:
@@ -327,11 +279,11 @@ class IcebergWriter(Writer):
                 self._handle = open_catalog(self.config.catalog, self.ctx.work_dir)
             return self._handle
 
-    def _create(self, identifier: tuple[str, ...], schema: object) -> Table:
+    def _create(self, identifier: tuple[str, ...], schema: object, partition_by: list[str]) -> Table:
         catalog = self._catalog().catalog
         spec = (
-            partitioning.build_spec(schema, self.config.partition_by)  # type: ignore[arg-type]
-            if self.config.partition_by
+            partitioning.build_spec(schema, partition_by)  # type: ignore[arg-type]
+            if partition_by
             else UNPARTITIONED_PARTITION_SPEC
         )
         properties = {
@@ -408,6 +360,8 @@ class IcebergWriter(Writer):
                     plugin=plugin,
                     hint="Nothing was published; rerun the job",
                 ) from None
+            if handle is not None and (refused_credentials(exc) or unreachable(exc)):  # e.g. an expired token
+                raise handle.error(f"{stage} failed", exc).with_context(job=job, plugin=plugin) from None
             if _is_storage_access_error(exc):
                 raise ConnectionFailed(
                     f"{where}: storage refused the {stage}: {text}",
@@ -466,4 +420,4 @@ def _is_storage_access_error(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["IcebergWriter", "IcebergWriterConfig"]
+__all__ = ["IcebergWriter"]

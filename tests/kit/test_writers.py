@@ -1,0 +1,43 @@
+"""The writer checks: the built-in parquet writer passes, each broken writer fails the check it breaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dativo.kit import UsageError, run_kit
+from tests.kit.conftest import BROKEN
+
+
+def test_the_builtin_parquet_writer_is_certified(tmp_path: Path) -> None:
+    report = run_kit("parquet", kind="writer", work_dir=tmp_path)
+    assert report.failures == [], [c.line for c in report.failures]
+    assert report.level == "certified"
+    assert report.check("write-commit").status == "pass"
+    assert "read back: the same 600 row(s)" in report.check("write-commit").reason
+    assert "no duplicate row" in report.check("idempotent-commit").reason
+    assert "refused with SchemaMismatch" in report.check("schema-evolution").reason
+    assert report.check("check-broken-config").reason.startswith("check() refused it with ConnectionFailed")
+    assert [line.what for line in report.perf] == ["write"]  # it is the built-in: no line beside it
+    assert not any(p.name.startswith("dativo-kit-") for p in tmp_path.iterdir())  # the kit cleans up
+
+
+@pytest.mark.parametrize(
+    ("plugin", "check", "says", "level"),
+    [
+        ("ForgetfulWriter", "idempotent-commit", "a second time returned no_op=False; the target now holds 1,200 "
+         "rows for 600", None),
+        ("LitteringWriter", "abort", "still exist after abort()", "compatible"),
+    ],
+)
+def test_a_broken_writer_fails_the_check_it_breaks(plugin: str, check: str, says: str, level: str | None) -> None:
+    report = run_kit(f"{BROKEN}:{plugin}", kind="writer", perf=False)
+    found = report.check(check)
+    assert found.status == "fail" and found.line.startswith(f"{check}: ") and says in found.line, found.line
+    assert report.level == level and report.exit_code == 3
+
+
+def test_a_writer_whose_target_the_kit_cannot_tell_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"\{tmp\}"):
+        run_kit("tests.fixtures.plugins:MemoryWriter", kind="writer")

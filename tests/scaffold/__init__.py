@@ -1,0 +1,1 @@
+"""Tests of ``dativo plugin new`` and ``dativo sdk path`` (src/dativo/scaffold)."""
