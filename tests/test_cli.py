@@ -721,3 +721,13 @@ def test_debug_shows_the_plugins_own_traceback(items, write_job, cli) -> None:
     assert "Traceback" in result.stderr
     assert "RuntimeError: connection reset mid-stream" in result.stderr
     assert "plugins.py" in result.stderr  # the plugin's own frame, not only Dativo's
+
+
+def test_plugins_info_takes_a_module_in_the_current_folder(workdir: Path, cli) -> None:
+    (workdir / "flaky_here.py").write_text(
+        "from dativo.api import Reader\n\n\nclass Reader(Reader):\n    \"\"\"Flaky on purpose.\"\"\"\n\n"
+        "    def read(self, split):\n        return []\n"
+    )
+    result = cli("plugins", "info", "flaky_here:Reader")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["description"] == "Flaky on purpose."

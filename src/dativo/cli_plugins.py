@@ -73,17 +73,21 @@ def plugins_list(as_json: JsonOpt = False) -> None:
 
 @plugins_app.command("info")
 def plugins_info(
-    name: Annotated[str, typer.Argument(help="A built-in name, entry point or package.module:Class.")],
+    name: Annotated[str, typer.Argument(
+        help="What a job's implementation: accepts: a built-in name, an entry point, package.module:Class, a "
+        "library path (./libreader.so), or a mapping such as '{command: [./reader]}'.")],
     kind: Annotated[str, typer.Option("--kind", help="reader or writer.")] = "reader",
     debug: DebugOpt = False,
 ) -> None:
     """One implementation: where it comes from, its versions, and the JSON Schema of its options."""
+    from dativo.kit.subject import parse_implementation
     from dativo.plugins.host import PluginHost
 
     if kind not in ("reader", "writer"):
         raise typer.Exit(fail(DativoError(f"--kind must be reader or writer, not {kind!r}"), debug=debug))
-    with PluginHost() as host:  # a plugin process started to tell its spec is stopped again
-        spec = guarded(lambda: host.resolve(kind, name), debug=debug)  # type: ignore[arg-type]
+    implementation = guarded(lambda: parse_implementation(name), debug=debug)
+    with PluginHost(beside=Path.cwd()) as host:  # a plugin process started to tell its spec is stopped again
+        spec = guarded(lambda: host.resolve(kind, implementation), debug=debug)  # type: ignore[arg-type]
     print(json.dumps({
         "kind": spec.role,
         "name": spec.name,

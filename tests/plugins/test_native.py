@@ -549,7 +549,9 @@ def test_the_cpp_walkthrough_builds_and_runs(workdir: Path, cli) -> None:
     source = doc.split("```cpp\n", 1)[1].split("```", 1)[0]
     job = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
     (workdir / "sequence.cpp").write_text(source)
-    command = doc.split("```sh\n", 1)[1].split("\n", 1)[0].replace("-I sdk/cpp", f"-I {ROOT / 'sdk' / 'cpp'}")
+    shell = [block.split("\n", 1)[0] for block in doc.split("```sh\n")[1:]]
+    command = next((line for line in shell if line.startswith("g++ ")), shell[0])  # the walkthrough's build
+    command = command.replace("-I sdk/cpp", f"-I {ROOT / 'sdk' / 'cpp'}")
     assert command.startswith("g++ ") and "-Wall -Wextra" in command
     result = subprocess.run([*command.split(), "-Werror"], cwd=workdir, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -565,3 +567,10 @@ def test_the_cpp_walkthrough_builds_and_runs(workdir: Path, cli) -> None:
     (workdir / "numbers.yaml").write_text(job.replace("rows: 10", "rows: -1"))
     assert_cli_failure(cli("run", "numbers.yaml"), 2, "job 'numbers'", "plugin './libsequence.so'",
                        "options rows must be >= 0 and batch_size >= 1 (got -1 and 4)")
+
+
+def test_plugins_info_takes_a_library_path(libs, cli) -> None:
+    result = cli("plugins", "info", str(libs["good"]))
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert (info["origin"], info["language"], info["version"]) == ("native", "c", "2.5.0")

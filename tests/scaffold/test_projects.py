@@ -96,12 +96,6 @@ def test_more_source_rows_are_read_alone(language: str, projects: Projects, inst
     assert sorted(table["id"].to_pylist()) == list(range(1, 1501))
 
 
-READ_BACK = {"write-commit", "idempotent-commit", "concurrent-splits", "schema-evolution",
-             "crash-before-commit"}
-"""The kit's writer checks that read the target back: it reads Parquet only, not the CSV of the Go and C++
-templates (every other check of theirs must pass)."""
-
-
 def test_the_conformance_kit_passes(project: Project, installed: Installed, tmp_path: Path) -> None:
     pytest.importorskip("dativo.kit", reason="the conformance kit (dativo.kit) is not in this Dativo")
     done = installed.dativo("plugin", "test", project.implementation, "--kind", project.kind,
@@ -113,10 +107,5 @@ def test_the_conformance_kit_passes(project: Project, installed: Installed, tmp_
         pytest.fail(f"dativo plugin test printed no JSON report (exit {done.returncode}):\n"
                     f"{done.stdout}\n{done.stderr}")
     failed = {c["name"]: c.get("detail") or c for c in report["checks"] if c["status"] == "fail"}
-    if project.kind == "writer" and project.language in ("go", "cpp"):
-        assert set(failed) <= READ_BACK, failed
-        for name, detail in failed.items():
-            assert re.search(r"the target holds 0 (row|of)", json.dumps(detail)), (name, detail)
-        return
     assert done.returncode == 0 and not failed, failed
     assert report["level"] == "certified", report["level"]

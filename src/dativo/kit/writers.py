@@ -24,8 +24,9 @@ timestamp[us, UTC], ``ok`` bool; some nulls).
 =============================  ==================================================================================
 
 **Reading back.** For a target in a local folder (a ``path`` option, as the built-in ``parquet`` writer and
-any writer on :class:`dativo.api.DatasetStores` have) the kit reads what a consumer sees: every Parquet file
-under the dataset's folder, names starting with ``_`` or ``.`` skipped (what pyarrow, DuckDB or Spark list).
+any writer on :class:`dativo.api.DatasetStores` have) the kit reads what a consumer sees: every Parquet, CSV
+(with a header) or JSON-lines file under the dataset's folder, names starting with ``_`` or ``.`` skipped
+(what pyarrow, DuckDB or Spark list).
 Elsewhere (an Iceberg catalog, object storage, a format the kit cannot read) it relies on ``CommitInfo``
 (``rows``, ``no_op``), ``state()`` and the files ``WrittenFiles`` lists: a writer that claims a no-op yet
 publishes again cannot be caught there, which the report says.
@@ -42,6 +43,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from dativo.api import CommitInfo, Dataset, Split, State, WrittenFiles
@@ -63,6 +66,9 @@ SCHEMA = pa.schema([
 ])
 """The schema of the kit's synthetic rows."""
 
+READ_TYPES = pa.schema([*SCHEMA, pa.field("extra", pa.string())])
+"""The types a text target's columns are parsed with (the kit's rows, and the column schema evolution adds)."""
+
 
 def rows(start: int, count: int, schema: pa.Schema = SCHEMA) -> pa.Table:
     """``count`` synthetic rows with ids from ``start``, in ``schema`` (a subset or variant of :data:`SCHEMA`)."""
@@ -82,19 +88,46 @@ def rows(start: int, count: int, schema: pa.Schema = SCHEMA) -> pa.Table:
     return pa.table([pc.cast(columns[f.name], f.type) for f in schema], schema=schema)
 
 
-def visible(path: Path) -> pa.Table:
-    """What a consumer listing ``path`` sees: every Parquet file not under a ``_`` or ``.`` name.
+def _as_text(arrow_type: pa.DataType) -> pa.DataType:
+    textual = pa.types.is_temporal(arrow_type) or pa.types.is_decimal(arrow_type)
+    return pa.string() if textual else arrow_type
+
+
+def _read_jsonl(path: Path) -> pa.Table:
+    """JSON lines, where dates, timestamps and decimals are text (as JSON writers write them)."""
+    loose = pa.schema([pa.field(f.name, _as_text(f.type)) for f in READ_TYPES])
+    table = pajson.read_json(path, parse_options=pajson.ParseOptions(
+        explicit_schema=loose, unexpected_field_behavior="infer"))
+    present = [n for n in table.column_names if n in READ_TYPES.names]
+    return table.select(present).cast(pa.schema([READ_TYPES.field(n) for n in present]))
+
+
+_READERS: dict[str, Callable[[Path], pa.Table]] = {
+    ".parquet": pq.read_table,
+    # text formats: parsed with the kit's column types (a column a file lacks is ignored), empty is NULL
+    ".csv": lambda p: pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(
+        column_types=READ_TYPES, strings_can_be_null=True, quoted_strings_can_be_null=False)),
+    ".jsonl": _read_jsonl,
+}
+_READERS[".ndjson"] = _READERS[".jsonl"]
+
+
+def visible(path: Path) -> pa.Table | None:
+    """What a consumer listing ``path`` sees: every Parquet, CSV or JSON-lines file not under a ``_`` or ``.``
+    name; ``None`` when the folder holds data files of another format (the kit cannot read them back).
 
     Raises:
-        Exception: A file cannot be read as Parquet.
+        Exception: A file cannot be read in the format its name says.
     """
     if not path.is_dir():
         return pa.table({})
     files = sorted(
-        p for p in path.rglob("*.parquet")
+        p for p in path.rglob("*")
         if p.is_file() and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
     )
-    tables = [pq.read_table(p) for p in files]
+    if any(p.suffix.lower() not in _READERS for p in files):
+        return None
+    tables = [_READERS[p.suffix.lower()](p) for p in files]
     if not tables:
         return pa.table({})
     return pa.concat_tables(tables, promote_options="permissive")
@@ -161,7 +194,10 @@ class WriterChecks(PluginChecks):
         if self.target.path is None:
             return None
         try:
-            return visible(Path(self.target.path.replace("{dataset}", dataset)))
+            held = visible(Path(self.target.path.replace("{dataset}", dataset)))
+            if held is None:
+                raise ValueError("its data files are in a format the kit does not read (Parquet, CSV, JSON lines)")
+            return held
         except Exception as exc:  # e.g. encrypted Parquet: fall back to CommitInfo and state
             self.target.path = None
             self.run.readback = False
