@@ -68,3 +68,15 @@ def test_types_are_compared_exactly() -> None:
     theirs = pa.table({"id": pa.array([1, 2], pa.int64())})
     diff = compare("t", table_source(ours), table_source(theirs), key=["id"])
     assert diff.schema == "column 'id' should be int64 but is int32" and not diff.identical
+
+
+@pytest.mark.parametrize("implementation", ["rust_postgres", "go_postgres"])
+def test_the_native_postgres_readers_are_drop_in_replacements(
+    pg_job: Callable[[str], Path], implementation: str
+) -> None:
+    report = run_kit(implementation, job=pg_job(implementation), against="default", perf=False)
+    [diff] = report.differential
+    assert diff.identical and diff.differences == 0 and diff.schema is None, diff
+    assert diff.rows_plugin == diff.rows_builtin == ORDERS_ROWS and diff.keyed_by == ["id"]
+    assert report.failures == [], [c.line for c in report.failures]
+    assert report.level == "certified"

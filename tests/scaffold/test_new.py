@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dativo.errors import ConfigError
+from dativo.market.manifest import load as load_manifest
 from dativo.scaffold import KINDS, LANGUAGES, check_name, new_plugin, sdk_path
 from dativo.scaffold.project import TEMPLATES
 from dativo.scaffold.sdk import go_module, rust_crate
@@ -57,7 +58,8 @@ def test_every_template_renders_completely(tmp_path: Path, language: str, kind: 
 def test_each_language_has_one_version_in_its_build_file(tmp_path: Path) -> None:
     """The version is written once, where the language's build reads it, and the plugin reports that one."""
     py = new_plugin("p1", "python", "reader", tmp_path / "p1").path
-    assert tomllib.loads((py / "pyproject.toml").read_text())["project"]["version"] == "0.1.0"
+    assert tomllib.loads((py / "pyproject.toml").read_text())["project"]["dynamic"] == ["version"]
+    assert load_manifest(py).version == "0.1.0"  # the manifest holds it; hatchling reads it from there
     assert 'metadata.version("p1")' in (py / "src" / "p1" / "reader.py").read_text()
     rs = new_plugin("p2", "rust", "reader", tmp_path / "p2").path
     assert tomllib.loads((rs / "Cargo.toml").read_text())["package"]["version"] == "0.1.0"
@@ -72,6 +74,17 @@ def test_each_language_has_one_version_in_its_build_file(tmp_path: Path) -> None
         everything = "\n".join(texts)
         versions = re.findall(r"(?<![\w.=])0\.1\.0(?![\w.])", everything.replace("(Dativo 0.1.0)", ""))
         assert len(versions) == 1, project  # the README's "(Dativo 0.1.0)" is Dativo's version
+
+
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_a_python_project_carries_a_valid_manifest(tmp_path: Path, kind: str) -> None:
+    project = new_plugin("orders_api", "python", kind, tmp_path / "orders_api").path
+    manifest = load_manifest(project)
+    assert (manifest.name, manifest.kind, manifest.language) == ("orders_api", kind, "python")
+    assert manifest.start.entry_point == "orders_api"
+    version = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["hatch"]["version"]
+    assert version["path"] == "dativo-plugin.toml"
+    assert re.search(version["pattern"], (project / "dativo-plugin.toml").read_text())["version"] == "0.1.0"
 
 
 def test_projects_point_at_the_sdks_of_this_installation(tmp_path: Path) -> None:

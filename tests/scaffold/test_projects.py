@@ -9,7 +9,10 @@ nothing new, and more source rows are read alone. The conformance kit (``dativo 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -109,3 +112,17 @@ def test_the_conformance_kit_passes(project: Project, installed: Installed, tmp_
     failed = {c["name"]: c.get("detail") or c for c in report["checks"] if c["status"] == "fail"}
     assert done.returncode == 0 and not failed, failed
     assert report["level"] == "certified", report["level"]
+
+
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_a_python_project_packs_as_it_is(projects: Projects, installed: Installed, tmp_path: Path, kind: str) -> None:
+    project = projects.get("python", kind)
+    uv = Path(sys.executable).with_name("uv")  # pack builds with uv (else pip, which a uv-made venv lacks)
+    env = {**installed.env, "PATH": f"{uv.parent}{os.pathsep}{installed.env.get('PATH', '')}"}
+    done = subprocess.run([installed.python, "-m", "dativo", "plugin", "pack", str(project.path), "--unsigned",
+                           "--out", str(tmp_path)], cwd=project.path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [folder] = tmp_path.iterdir()
+    assert folder.name.endswith("-0.1.0") and (folder / "dativo-plugin.toml").is_file()
+    assert any(p.suffix == ".whl" and "-0.1.0-" in p.name for p in folder.iterdir())

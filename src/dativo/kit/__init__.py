@@ -19,8 +19,25 @@ public names: the plugin host resolves and starts plugins, the kit loads nothing
 - :mod:`.command` — the ``dativo plugin test`` command; :mod:`.pytest_plugin` — the pytest plugin.
 """
 
-from dativo.kit.checks import Check, UsageError
-from dativo.kit.report import LEVELS, KitReport
-from dativo.kit.runner import run_kit
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dativo.kit.checks import Check, UsageError
+    from dativo.kit.report import LEVELS, KitReport
+    from dativo.kit.runner import run_kit
+
+_EXPORTS = {"Check": "checks", "UsageError": "checks", "LEVELS": "report", "KitReport": "report",
+            "run_kit": "runner"}
+
+
+def __getattr__(name: str) -> Any:
+    # loaded on first use: the CLI imports dativo.kit.command at start-up, and must not pay for the kit
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"dativo.kit.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'dativo.kit' has no attribute {name!r}")
+
 
 __all__ = ["LEVELS", "Check", "KitReport", "UsageError", "run_kit"]

@@ -205,6 +205,14 @@ class WriterChecks(PluginChecks):
                                       "checked through CommitInfo, state() and WrittenFiles")
             return None
 
+    def state_now(self, dataset: Dataset) -> State | None:
+        """What a fresh instance of the writer says the dataset's committed state is."""
+        fresh = self.instance()
+        try:
+            return fresh.state(dataset)
+        finally:
+            self.session.close(fresh)
+
     @staticmethod
     def state_of(table: pa.Table) -> State:
         """The state a run of ``table`` commits (a watermark on ``id``)."""
@@ -281,11 +289,7 @@ class WriterChecks(PluginChecks):
             if info.rows and info.rows != 600:
                 raise Failed(f"commit() reported {info.rows:,} row(s) where 600 were written")
             how = self.same_rows(dataset.name, pa.concat_tables(tables), "after the commit")
-            fresh = self.instance()
-            try:
-                now = fresh.state(dataset)
-            finally:
-                self.session.close(fresh)
+            now = self.state_now(dataset)
             if now is not None and not same_state(now, state):
                 raise Failed(f"state() after the commit is {now}, not the committed state {state}")
             kept = "state() gives the committed state" if now is not None else "the writer keeps no state"
@@ -423,11 +427,7 @@ class WriterChecks(PluginChecks):
             finally:
                 self.session.close(writer)  # no commit, no abort: a run killed between write and commit
             self.same_rows(dataset.name, baseline, "after a run that wrote but never committed")
-            fresh = self.instance()
-            try:
-                now = fresh.state(dataset)
-            finally:
-                self.session.close(fresh)
+            now = self.state_now(dataset)
             if now is not None and not same_state(now, state):
                 raise Failed(f"after a run that never committed, state() is {now}, not the last commit's {state}")
             seen = "nothing new visible" if self.target.path is not None else "the target was not read back"

@@ -1,7 +1,7 @@
 """A complete custom reader: synthetic orders, in batches, with its own options."""
 
 import pyarrow as pa
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from dativo.api import Reader, Split
 
@@ -10,8 +10,10 @@ class OrdersReader(Reader):
     """Generates ``rows`` orders in batches of ``batch_size``."""
 
     class Config(BaseModel):
-        rows: int = 100_000
-        batch_size: int = 65_536
+        model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not a silent default
+
+        rows: int = Field(100_000, ge=0, description="How many orders to generate.")
+        batch_size: int = Field(65_536, ge=1, description="Orders per record batch.")
 
     schema = pa.schema([("id", pa.int64()), ("amount", pa.float64())])
     version = "1.0.0"
