@@ -11,7 +11,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
@@ -264,15 +263,7 @@ func TestStreamRowsAndOptionsThroughFlight(t *testing.T) {
 	if e := h.configure(RoleReader, `{"rows": 10}`); e != nil {
 		t.Fatal(e)
 	}
-	ticket, _ := json.Marshal(map[string]any{"split": Split{Dataset: "numbers", ID: "0"}})
-	stream, err := h.client.DoGet(context.Background(), &flight.Ticket{Ticket: ticket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reader, err := flight.NewRecordReader(stream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reader := h.read(t, Split{Dataset: "numbers", ID: "0"})
 	defer reader.Release()
 	var batches, nulls, sum int64
 	for reader.Next() {

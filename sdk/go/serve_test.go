@@ -257,6 +257,21 @@ func parseError(t *testing.T, err error) *wireError {
 	return &wire
 }
 
+// read opens the stream of one split, failing the test if it does not open.
+func (h *harness) read(t *testing.T, split Split) *flight.Reader {
+	t.Helper()
+	ticket, _ := json.Marshal(map[string]any{"split": split})
+	stream, err := h.client.DoGet(context.Background(), &flight.Ticket{Ticket: ticket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := flight.NewRecordReader(stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reader
+}
+
 func (h *harness) configure(role Role, options string) *wireError {
 	return h.action("configure", map[string]any{
 		"role": role, "options": json.RawMessage(options), "settings": map[string]any{"path": "x"},
@@ -349,15 +364,7 @@ func TestDiscoverPlanAndRead(t *testing.T) {
 		t.Fatalf("splits %+v / %s", planned.Splits, planned.Splits[0].Params)
 	}
 
-	ticket, _ := json.Marshal(map[string]any{"split": planned.Splits[0]})
-	stream, err := h.client.DoGet(context.Background(), &flight.Ticket{Ticket: ticket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reader, err := flight.NewRecordReader(stream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reader := h.read(t, planned.Splits[0])
 	defer reader.Release()
 	var rows, batches int64
 	for reader.Next() {

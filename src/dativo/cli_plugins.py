@@ -80,7 +80,7 @@ def plugins_info(
     debug: DebugOpt = False,
 ) -> None:
     """One implementation: where it comes from, its versions, and the JSON Schema of its options."""
-    from dativo.kit.subject import parse_implementation
+    from dativo.config import parse_implementation
     from dativo.plugins.host import PluginHost
 
     if kind not in ("reader", "writer"):

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,6 +25,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -289,6 +291,43 @@ Implementation = Annotated[
     ),
 ]
 """The forms of ``implementation:``; the ``form:`` tags are dropped from error paths."""
+
+
+def parse_implementation(value: Any, *, base: Path | None = None) -> str | NativeLibrary | PluginCommand | FlightEndpoint:
+    """An implementation given as text (a command-line argument), validated as a job's ``implementation:`` is.
+
+    Args:
+        value: A name, a mapping, a JSON/YAML mapping's text, the path of a shared library, or an already
+            validated implementation.
+        base: The folder relative paths start from (the job file's, else the current one).
+
+    Raises:
+        ConfigError: ``value`` is none of the forms.
+    """
+    if isinstance(value, NativeLibrary | PluginCommand | FlightEndpoint):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ConfigError(
+                    f"IMPL {text!r} is neither a name nor a JSON/YAML mapping: {str(exc).splitlines()[0]}",
+                    hint="Write e.g. '{lib: ./libreader.so}' or '{command: [./reader]}'.",
+                ) from None
+        elif re.search(r"\.(so|dylib|dll)(\.\d+)*$", text):
+            value = {"lib": text}
+        else:
+            value = text
+    try:
+        return TypeAdapter(Implementation).validate_python(value, context={"base": base or Path.cwd()})
+    except ValidationError as exc:
+        raise ConfigError(
+            f"IMPL is invalid: {describe_validation_error(exc, BaseModel)}",
+            hint="IMPL is what a job's implementation: accepts: a built-in name, an entry point, "
+            "package.module:Class, {lib: ./lib.so}, {command: [...]} or {flight: grpc://host:port}.",
+        ) from None
 
 
 class ImplementationConfig(_Strict):

@@ -31,13 +31,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from dativo.api import Context, Role
 from dativo.config import (
     FlightEndpoint,
-    Implementation,
     JobConfig,
     NativeLibrary,
     PluginCommand,
@@ -45,6 +43,7 @@ from dativo.config import (
     describe_validation_error,
     load_job,
 )
+from dativo.config import parse_implementation as config_parse_implementation
 from dativo.errors import ConfigError, DativoError, PluginIncompatible, PluginNotFound
 from dativo.kit.checks import UsageError
 from dativo.plugins.host import PluginHost
@@ -64,40 +63,15 @@ _STORAGE_SCHEMES = ("s3", "file", "gs", "gcs", "abfs", "az", "hdfs")
 
 
 def parse_implementation(value: Any, *, base: Path | None = None) -> Impl:
-    """What ``IMPL`` names, validated as a job's ``implementation:`` is.
-
-    Args:
-        value: A name, a mapping, a JSON/YAML mapping's text, the path of a shared library, or an already
-            validated implementation.
-        base: The folder relative paths start from (the job file's, else the current one).
+    """What ``IMPL`` names (:func:`dativo.config.parse_implementation`), a mistake in it a kit usage error.
 
     Raises:
         UsageError: ``value`` is none of the forms.
     """
-    if isinstance(value, NativeLibrary | PluginCommand | FlightEndpoint):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("{"):
-            try:
-                value = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise UsageError(
-                    f"IMPL {text!r} is neither a name nor a JSON/YAML mapping: {str(exc).splitlines()[0]}",
-                    hint="Write e.g. '{lib: ./libreader.so}' or '{command: [./reader]}'.",
-                ) from None
-        elif re.search(r"\.(so|dylib|dll)(\.\d+)*$", text):
-            value = {"lib": text}
-        else:
-            value = text
     try:
-        return TypeAdapter(Implementation).validate_python(value, context={"base": base or Path.cwd()})
-    except ValidationError as exc:
-        raise UsageError(
-            f"IMPL is invalid: {describe_validation_error(exc, BaseModel)}",
-            hint="IMPL is what a job's implementation: accepts: a built-in name, an entry point, "
-            "package.module:Class, {lib: ./lib.so}, {command: [...]} or {flight: grpc://host:port}.",
-        ) from None
+        return config_parse_implementation(value, base=base)
+    except ConfigError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
 
 
 def implementation_label(implementation: Impl) -> str:
