@@ -12,6 +12,7 @@ counts as failed.
 from __future__ import annotations
 
 import importlib.util
+import os
 import json
 import shutil
 import sys
@@ -47,6 +48,7 @@ class Method:
         available: Why the method cannot run here (``None``: it can).
         rows_moved: The rows a run moved, from what it printed on stdout (``None``: it does not say, and its
             stdout is not kept: the COPY limit's is the data itself).
+        shape: The table it moves (``bench.table.SHAPES``, or ``empty``): ``wide`` is the reference table.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Method:
     command: Callable[[Setup], list[str]]
     available: Callable[[], str | None] = field(default=lambda: None)
     rows_moved: Callable[[str], int] | None = None
+    shape: str = "wide"
 
 
 def rows_in_report(stdout: str) -> int:
@@ -112,7 +115,12 @@ def _reader_block(reader: str, boundary: str) -> dict[str, Any] | None:
     return None
 
 
-def _dativo_job(setup: Setup, reader: str, parallelism: int, read_only: bool, boundary: str = "") -> list[str]:
+RAY_ADDRESS_ENV = "DATIVO_BENCH_RAY_ADDRESS"
+"""Set by ``--executor ray``: the local cluster the ``…, ray`` methods run on."""
+
+
+def _dativo_job(setup: Setup, reader: str, parallelism: int, read_only: bool, boundary: str = "",
+                ray: bool = False) -> list[str]:
     source: dict[str, Any] = {
         "type": "postgres",
         "connection": {"dsn": setup.dsn},
@@ -130,6 +138,11 @@ def _dativo_job(setup: Setup, reader: str, parallelism: int, read_only: bool, bo
             "writer": {"type": "custom", "implementation": "bench.null_writer:NullWriter", "fallback": "fail"},
         }
     job = {"version": 1, "name": "bench", "source": source, "target": target}
+    if ray:  # one machine: its work folder is "shared" by every node, so the embedded catalog may stay
+        target["catalog"] = {"type": "sql", "uri": f"sqlite:///{setup.work / 'catalog.db'}",
+                             "warehouse": str(setup.work / "warehouse")}
+        job["executor"] = {"type": "ray", "address": os.environ[RAY_ADDRESS_ENV],
+                           "shared_paths": [str(setup.work)]}
     path = setup.work / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     return [str(Path(sys.executable).with_name("dativo")), "run", str(path), "--quiet", "--json"]
@@ -153,8 +166,9 @@ def _module(name: str) -> Callable[[], str | None]:
     return lambda: None if importlib.util.find_spec(name) else f"{name} is not installed"
 
 
-def dativo(name: str, reader: str, parallelism: int, *, read_only: bool = False, boundary: str = "") -> Method:
-    """A Dativo job with ``reader`` at ``parallelism`` into Iceberg (or into nothing).
+def dativo(name: str, reader: str, parallelism: int, *, read_only: bool = False, boundary: str = "",
+           ray: bool = False, shape: str = "wide") -> Method:
+    """A Dativo job with ``reader`` at ``parallelism`` into Iceberg (or into nothing), over the ``shape`` table.
 
     ``boundary``: ``""`` in process, ``flight`` served out of process, ``sandbox`` served in bubblewrap.
     """
@@ -164,9 +178,10 @@ def dativo(name: str, reader: str, parallelism: int, *, read_only: bool = False,
     return Method(
         name=name,
         group="dativo-read" if read_only else "dativo",
-        command=lambda s: _dativo_job(s, reader, parallelism, read_only, boundary),
-        available=available,
+        command=lambda s: _dativo_job(s, reader, parallelism, read_only, boundary, ray),
+        available=(lambda: None if os.environ.get(RAY_ADDRESS_ENV) else "needs --executor ray") if ray else available,
         rows_moved=rows_in_report,
+        shape=shape,
     )
 
 
@@ -174,18 +189,39 @@ def _sandbox() -> str | None:
     return None if shutil.which("bwrap") else "bubblewrap is not installed"
 
 
+def copy_limit(shape: str = "wide") -> Method:
+    """``psql`` copying the ``shape`` table in binary format to /dev/null: the physical limit."""
+    return Method(
+        "copy-limit" if shape == "wide" else f"copy-limit, {shape}",
+        "limit",
+        lambda s: [s.psql, s.dsn, "-q", "-c", f"COPY {s.table} TO STDOUT (FORMAT binary)"],
+        shape=shape,
+    )
+
+
+def second_tables() -> list[Method]:
+    """The same readers over tables of other shapes, so that tuning for the reference table shows."""
+    methods = []
+    for shape in ("narrow", "text"):
+        methods += [
+            copy_limit(shape),
+            dativo(f"postgres-python → iceberg, {shape}", "postgres-python", 1, shape=shape),
+            dativo(f"postgres p1 → iceberg, {shape}", "postgres", 1, shape=shape),
+            dativo(f"rust_postgres p1 → iceberg, {shape}", "rust_postgres", 1, shape=shape),
+        ]
+    return methods
+
+
 def all_methods() -> list[Method]:
     """Every method, in report order."""
     peers = ROOT / "bench" / "peers"
     return [
-        Method(
-            "copy-limit",
-            "limit",
-            lambda s: [s.psql, s.dsn, "-q", "-c", f"COPY {s.table} TO STDOUT (FORMAT binary)"],
-        ),
+        copy_limit(),
+        dativo("empty table → iceberg (fixed cost)", "postgres", 1, shape="empty"),
         dativo("postgres-python → iceberg", "postgres-python", 1),
         dativo("postgres p1 → iceberg", "postgres", 1),
         dativo("postgres p2 → iceberg", "postgres", 2),
+        dativo("postgres p2 → iceberg, ray", "postgres", 2, ray=True),
         dativo("rust_postgres p1 → iceberg", "rust_postgres", 1),
         dativo("rust_postgres p2 → iceberg", "rust_postgres", 2),
         dativo("postgres p1 → iceberg, flight", "postgres", 1, boundary="flight"),
@@ -194,6 +230,7 @@ def all_methods() -> list[Method]:
         dativo("go_postgres p2 → iceberg", "go_postgres", 2),
         dativo("postgres-python → null", "postgres-python", 1, read_only=True),
         dativo("postgres p2 → null", "postgres", 2, read_only=True),
+        dativo("rust_postgres p1 → null", "rust_postgres", 1, read_only=True),
         dativo("rust_postgres p2 → null", "rust_postgres", 2, read_only=True),
         Method(
             "dlt pyarrow → parquet",
@@ -218,4 +255,5 @@ def all_methods() -> list[Method]:
             _peers,
             rows_printed,
         ),
+        *second_tables(),
     ]

@@ -29,45 +29,74 @@ class Row:
     x_copy: float
     x_python: float | None
     error: str = ""
+    shape: str = "wide"
+    """The table it moved (``bench.table``): ``wide`` is the reference table."""
+    cpu_x_python: float | None = None
+    """How many times less client CPU than the Python baseline over the same table (read-only against
+    read-only)."""
+    copy_mb_per_cpu_s: float | None = None
+    """MB of binary COPY moved per client CPU second (start-up included)."""
 
 
-def summarise(method: str, group: str, samples: list[Sample], rows: int, data_mb: float) -> Row:
+def summarise(method: str, group: str, samples: list[Sample], rows: int, data_mb: float,
+              shape: str = "wide") -> Row:
     """Medians of the successful runs (a method whose every run failed keeps its last error)."""
     good = [s for s in samples if s.ok]
     if not good:
         return Row(method, group, 0, float("nan"), float("nan"), float("nan"), 0, 0, float("nan"), None,
-                   samples[-1].error if samples else "not run")
+                   samples[-1].error if samples else "not run", shape)
     wall = statistics.median(s.wall_s for s in good)
+    cpu = statistics.median(s.cpu_s for s in good)
     return Row(
         method=method,
         group=group,
         runs=len(good),
         wall_s=wall,
-        cpu_s=statistics.median(s.cpu_s for s in good),
+        cpu_s=cpu,
         peak_rss_mb=statistics.median(s.peak_rss_mb for s in good),
         rows_per_s=rows / wall,
         mb_per_s=data_mb / wall,
         x_copy=float("nan"),
         x_python=None,
+        shape=shape,
+        copy_mb_per_cpu_s=data_mb / cpu if cpu > 0 and shape != "empty" else None,
     )
 
 
+def baseline(shape: str, group: str = "dativo") -> str:
+    """The name of the Python baseline for a table shape (``dativo-read``: its read-only run)."""
+    if group == "dativo-read":
+        return PYTHON_READ_BASELINE
+    return PYTHON_BASELINE if shape == "wide" else f"{PYTHON_BASELINE}, {shape}"
+
+
 def relate(rows: list[Row]) -> None:
-    """Fill each row's ratio to the COPY limit and to the Python baseline measured in the same run."""
-    copy = next((r.wall_s for r in rows if r.group == "limit" and r.runs), float("nan"))
-    python = next((r.wall_s for r in rows if r.method == PYTHON_BASELINE and r.runs), None)
+    """Fill each row's ratios to the COPY limit and to the Python baseline, over the same table, in the same
+    run: wall time against the baseline end to end, client CPU against the baseline of its kind."""
     for row in rows:
+        copy = next((r.wall_s for r in rows if r.group == "limit" and r.shape == row.shape and r.runs),
+                    float("nan"))
+        python = _get(rows, baseline(row.shape))
         row.x_copy = row.wall_s / copy
-        row.x_python = (python / row.wall_s) if python and row.runs else None
+        row.x_python = (python.wall_s / row.wall_s) if python and row.runs else None
+        own = _get(rows, baseline(row.shape, row.group))
+        if own and row.runs and row.cpu_s > 0 and row.group.startswith("dativo"):
+            row.cpu_x_python = own.cpu_s / row.cpu_s
 
 
 BUILTIN_POSTGRES = ("postgres p1 → iceberg", "postgres p2 → iceberg")
 """The built-in reader in process: what the COPY and peer goals judge (not its Flight or sandboxed runs)."""
 RUST_POSTGRES = ("rust_postgres p1 → iceberg", "rust_postgres p2 → iceberg")
 PYTHON_BASELINE = "postgres-python → iceberg"
+PYTHON_READ_BASELINE = "postgres-python → null"
+RUST_READ = ("rust_postgres p1 → null", "rust_postgres p2 → null")
+FIXED_COST = "empty table → iceberg (fixed cost)"
+SECOND_SHAPES = ("narrow", "text")
 GOAL_METHODS = (*BUILTIN_POSTGRES, *RUST_POSTGRES, PYTHON_BASELINE, "dlt connectorx → parquet",
                 "dlt pyarrow → parquet", "rust_postgres p2 → null", "postgres p1 → iceberg, flight",
-                "postgres p1 → iceberg, sandboxed")
+                "postgres p1 → iceberg, sandboxed", PYTHON_READ_BASELINE, *RUST_READ, FIXED_COST,
+                *(f"{PYTHON_BASELINE}, {shape}" for shape in SECOND_SHAPES),
+                *(f"rust_postgres p1 → iceberg, {shape}" for shape in SECOND_SHAPES))
 """Every method a goal names, by its exact name (a test checks that each is one of bench.methods')."""
 
 
@@ -119,7 +148,32 @@ def goals(rows: list[Row], scaling: dict[str, dict[str, float]] | None) -> list[
         else None, 0.15, "low", "{:+.0%}")
     add("sandbox ≤ 20% overhead (vs the same reader over Flight)",
         sandboxed.wall_s / flight.wall_s - 1 if sandboxed and flight else None, 0.20, "low", "{:+.0%}")
+    # issue 18: the 10x headline as client CPU, wall time near the COPY limit, flat memory, fixed cost
+    add("rust_postgres → iceberg ≤ 1.15x COPY", rust.x_copy if rust else None, 1.15, "low")
+    thrifty = _least_cpu(rows, RUST_POSTGRES)
+    add("rust_postgres → iceberg: ≥ 10x less client CPU than postgres-python",
+        thrifty.cpu_x_python if thrifty else None, 10.0, "high")
+    thrifty_read = _least_cpu(rows, RUST_READ)
+    add("rust_postgres read-only: ≥ 15x less client CPU than postgres-python read-only",
+        thrifty_read.cpu_x_python if thrifty_read else None, 15.0, "high")
+    fixed = _get(rows, FIXED_COST)
+    add("fixed cost: `dativo run` of an empty table ≤ 0.3 s", fixed.wall_s if fixed else None, 0.3, "low",
+        "{:.2f} s")
+    if scaling:
+        growth = [v["large"] / v["small"] for v in scaling.values() if v.get("small")]
+        add("peak RSS at 5x rows within 5% (worst method)", max(growth) if growth else None, 1.05, "low")
+    add("Flight boundary ≤ 8% overhead (same reader)", flight.wall_s / inproc.wall_s - 1 if flight and inproc
+        else None, 0.08, "low", "{:+.0%}")
+    for shape in SECOND_SHAPES:
+        second = _get(rows, f"rust_postgres p1 → iceberg, {shape}")
+        add(f"{shape} table: rust_postgres → iceberg ≥ 10x less client CPU than postgres-python",
+            second.cpu_x_python if second else None, 10.0, "high")
     return out
+
+
+def _least_cpu(rows: list[Row], names: tuple[str, ...]) -> Row | None:
+    """The measured row with the least client CPU among the methods named exactly ``names``."""
+    return min((r for r in rows if r.method in names and r.runs), key=lambda r: r.cpu_s, default=None)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -132,16 +186,18 @@ def markdown(rows: list[Row], verdicts: list[tuple[str, str, str]], meta: dict[s
         f"{meta['rows']:,} rows × 50 columns ({meta['data_mb']:.0f} MB as binary COPY), "
         f"{meta['repetitions']} repetitions, medians; {meta['machine']}.",
         "",
-        "| method | wall s | CPU s | peak RSS MB | rows/s | MB/s | × COPY | vs python |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| method | wall s | CPU s | peak RSS MB | rows/s | MB/s | × COPY | vs python | CPU vs python "
+        "| COPY MB per CPU s |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         if not r.runs:
-            lines.append(f"| {r.method} | – | – | – | – | – | – | {r.error[:60]} |")
+            lines.append(f"| {r.method} | – | – | – | – | – | – | {r.error[:60]} | – | – |")
             continue
         lines.append(
             f"| {r.method} | {r.wall_s:.2f} | {r.cpu_s:.2f} | {r.peak_rss_mb:.0f} | {r.rows_per_s:,.0f} "
-            f"| {r.mb_per_s:.0f} | {_fmt(r.x_copy, '.2f')} | {_fmt(r.x_python, '.1f')}{'x' if r.x_python else ''} |"
+            f"| {r.mb_per_s:.0f} | {_fmt(r.x_copy, '.2f')} | {_fmt(r.x_python, '.1f')}{'x' if r.x_python else ''} "
+            f"| {_fmt(r.cpu_x_python, '.1f')}{'x' if r.cpu_x_python else ''} | {_fmt(r.copy_mb_per_cpu_s, '.0f')} |"
         )
     lines += ["", "| goal | measured | verdict |", "|---|--:|---|"]
     lines += [f"| {g} | {m} | {v} |" for g, m, v in verdicts]

@@ -24,29 +24,34 @@ import tempfile
 from pathlib import Path
 
 from bench import measure, report, server, table
-from bench.methods import ROOT, Method, Setup, all_methods, rows_problem
+from bench.methods import RAY_ADDRESS_ENV, ROOT, Method, Setup, all_methods, rows_problem
 
 RESULTS = ROOT / "bench" / "results"
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
+    # Measure what an installed Dativo costs: modules compiled once and cached, as every installer does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
-def measure_all(methods: list[Method], srv: server.Server, name: str, repetitions: int) -> dict[str, list]:
-    """Run every method ``repetitions`` times, alternating; returns the samples per method.
+def measure_all(methods: list[Method], srv: server.Server, names: dict[str, str], repetitions: int
+                ) -> dict[str, list]:
+    """Run every method ``repetitions`` times, alternating, on the table of its shape (``names``); returns the
+    samples per method.
 
     A run that moved other than the table's row count is a failed sample (its error says how many it moved).
     """
-    expected = table.row_count(srv.dsn, name)
+    counts = {shape: table.row_count(srv.dsn, name) for shape, name in names.items()}
     samples: dict[str, list[measure.Sample]] = {m.name: [] for m in methods}
     for rep in range(repetitions):
         for method in methods:
             work = Path(tempfile.mkdtemp(prefix="dativo-bench-"))
             try:
-                setup = Setup(dsn=srv.dsn, psql=srv.psql, table=name, work=work)
+                setup = Setup(dsn=srv.dsn, psql=srv.psql, table=names[method.shape], work=work)
+                expected = counts[method.shape]
                 stdout = work / "stdout" if method.rows_moved is not None else Path(os.devnull)
                 sample = measure.run(method.command(setup), env=_env(), cwd=work, stdout_path=str(stdout))
                 moved = stdout.read_text(errors="replace")
@@ -71,7 +76,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=[], help="methods whose name contains one of these")
     parser.add_argument("--scaling", action="store_true", help="also measure peak RSS at 5x the rows")
     parser.add_argument("--write-docs", action="store_true", help="write the results into docs/benchmarks.md")
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="ray: also run the Ray methods, on a local two-node cluster started for the bench")
     args = parser.parse_args(argv)
+    cluster = None
+    if args.executor == "ray":
+        from bench.ray_cluster import LocalCluster
+
+        print("ray: starting a local cluster of 2 nodes …", file=sys.stderr, flush=True)
+        cluster = LocalCluster().start()
+        os.environ[RAY_ADDRESS_ENV] = cluster.address
+    try:
+        return _main(args)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _main(args: argparse.Namespace) -> int:
     rows, repetitions = (100_000, 2) if args.quick else (args.rows, args.repetitions)
 
     methods, skipped = [], []
@@ -81,20 +103,25 @@ def main(argv: list[str] | None = None) -> int:
         why = method.available()
         (skipped if why else methods).append((method, why))
     methods = [m for m, _ in methods]
+    shapes = {"wide"} | {m.shape for m in methods if m.group != "limit"}
+    methods = [m for m in methods if m.shape in shapes]  # a second table's COPY limit only if it is used
 
     srv = server.external(args.dsn) if args.dsn else server.embedded()
     try:
-        print(f"table: {rows:,} rows x 50 columns …", file=sys.stderr, flush=True)
-        name = table.ensure(srv.dsn, rows)
-        data_mb = table.copy_bytes(srv.dsn, name) / 2**20
-        samples = measure_all(methods, srv, name, repetitions)
-        summary = [report.summarise(m.name, m.group, samples[m.name], rows, data_mb) for m in methods]
+        print(f"tables: {rows:,} rows ({', '.join(sorted(shapes))}) …", file=sys.stderr, flush=True)
+        names = {shape: table.ensure(srv.dsn, rows, shape) for shape in shapes}
+        sizes = {shape: table.copy_bytes(srv.dsn, name) / 2**20 for shape, name in names.items()}
+        counts = {shape: table.row_count(srv.dsn, name) for shape, name in names.items()}
+        data_mb = sizes["wide"]
+        samples = measure_all(methods, srv, names, repetitions)
+        summary = [report.summarise(m.name, m.group, samples[m.name], counts[m.shape], sizes[m.shape], m.shape)
+                   for m in methods]
         report.relate(summary)
         scaling, big = None, {}
         if args.scaling:
             large = table.ensure(srv.dsn, rows * 5)
-            dativo = [m for m in methods if m.group.startswith("dativo")]
-            big = measure_all(dativo, srv, large, 1)
+            dativo = [m for m in methods if m.group.startswith("dativo") and m.shape == "wide"]
+            big = measure_all(dativo, srv, {"wide": large}, 1)
             scaling = {
                 m.name: {"small": next(r.peak_rss_mb for r in summary if r.method == m.name),
                          "large": big[m.name][0].peak_rss_mb}

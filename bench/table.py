@@ -2,6 +2,10 @@
 
 bigint id (primary key), 10 integer/bigint, 10 double, 5 numeric(12,2), 10 text of 5-30 characters,
 5 timestamptz, 5 boolean, 4 date; a few columns hold NULLs. Values are deterministic functions of the id.
+
+Second shapes show whether tuning fits only the reference table (:data:`SHAPES`): ``narrow`` (id and 9
+integer, double and timestamp columns), ``text`` (id and 8 text columns of 20-200 characters, one JSON-like),
+and ``empty`` (no rows: what a run costs before any row moves).
 """
 
 from __future__ import annotations
@@ -36,14 +40,40 @@ def _columns() -> list[tuple[str, str, str]]:
     return cols
 
 
-def table_name(rows: int) -> str:
-    """The qualified name of the table with ``rows`` rows."""
-    return f"{SCHEMA}.t_{rows}"
+def _narrow() -> list[tuple[str, str, str]]:
+    cols = [(f"i{i}", "bigint", f"((g::bigint * {2654435761 + i}) % 9000000000000)::bigint") for i in range(1, 4)]
+    cols += [(f"f{i}", "double precision", f"((g * {i + 3}) % 100003) / 7.0::float8") for i in range(1, 4)]
+    cols += [(f"t{i}", "timestamptz",
+              f"timestamptz '2020-01-01 00:00:00+00' + ((g * {i}) % 100000000) * interval '1 second'")
+             for i in range(1, 4)]
+    return cols
 
 
-def ensure(dsn: str, rows: int) -> str:
-    """Create the table with ``rows`` rows unless a complete one exists; return its qualified name."""
-    name = table_name(rows)
+def _text() -> list[tuple[str, str, str]]:
+    cols = []
+    for i in range(1, 8):
+        expr = f"repeat(md5(g::text || '{i}'), 1 + (g + {i}) % 6)"  # 32-192 characters
+        cols.append((f"s{i}", "text", f"CASE WHEN g % 29 = {i} THEN NULL ELSE {expr} END"))
+    cols.append(("doc", "text", "'{\"id\": ' || g || ', \"tag\": \"' || md5(g::text) || '\"}'"))
+    return cols
+
+
+SHAPES = {"wide": _columns, "narrow": _narrow, "text": _text}
+"""Column generators per table shape; ``empty`` is the wide shape with no rows."""
+
+
+def table_name(rows: int, shape: str = "wide") -> str:
+    """The qualified name of the table of ``shape`` with ``rows`` rows."""
+    if shape == "empty":
+        return f"{SCHEMA}.empty"
+    return f"{SCHEMA}.t_{rows}" if shape == "wide" else f"{SCHEMA}.{shape}_{rows}"
+
+
+def ensure(dsn: str, rows: int, shape: str = "wide") -> str:
+    """Create the table of ``shape`` with ``rows`` rows unless a complete one exists; return its name."""
+    name = table_name(rows, shape)
+    if shape == "empty":
+        rows = 0
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
@@ -52,7 +82,7 @@ def ensure(dsn: str, rows: int) -> str:
             if count and count[0] == rows:
                 return name
             conn.execute(f"DROP TABLE {name}")
-        cols = _columns()
+        cols = SHAPES.get(shape, _columns)()
         ddl = ", ".join(f"{n} {t}" for n, t, _ in cols)
         conn.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, {ddl})")
         exprs = ", ".join(e for _, _, e in cols)

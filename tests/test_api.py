@@ -56,6 +56,7 @@ def test_public_names_are_pinned() -> None:
         "StoreOptions",
         "Writer",
         "WrittenFiles",
+        "config_from_schema",
         "open_store",
     ]
     assert api.__all__ == sorted(api.__all__)

@@ -313,3 +313,47 @@ def test_no_private_name_is_imported_from_another_module() -> None:
 def test_the_private_check_catches_one(source: str, expected: int) -> None:
     module = Module("dativo.example", PACKAGE / "example.py", ast.parse(source))
     assert len(list(_private_uses(module))) == expected
+
+
+# --- start-up: importing the public face or asking for the version loads no driver --------------------------
+
+DRIVERS = ("pyiceberg", "adbc_driver_manager", "adbc_driver_postgresql", "sqlalchemy", "pyarrow.flight", "psycopg")
+"""What a job loads only when it uses it: the Iceberg catalog, ADBC, SQLAlchemy, Flight, psycopg."""
+
+
+def _loaded_after(code: str) -> tuple[set[str], str]:
+    """The modules in ``sys.modules`` after running ``code`` in a fresh interpreter, and what it printed."""
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=SRC.parent
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stderr.strip().splitlines()[-1])), result.stdout
+
+
+def _among(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in packages))
+
+
+@pytest.mark.parametrize("module", ["dativo.api", "dativo.cli"])
+def test_importing_the_public_face_loads_no_driver(module: str) -> None:
+    modules, _ = _loaded_after(f"import {module}")
+    assert module in modules
+    assert _among(modules, DRIVERS) == []
+
+
+def test_version_loads_neither_drivers_nor_pyarrow() -> None:
+    """``dativo --version`` answers before the command line's own modules are imported."""
+    from dativo import version_line
+
+    modules, printed = _loaded_after("sys.argv = ['dativo', '--version']\nfrom dativo.__main__ import main\nmain()")
+    assert printed.strip() == version_line()
+    assert _among(modules, (*DRIVERS, "pyarrow", "pydantic", "typer", "dativo.cli")) == []
+
+
+def test_a_reader_built_on_the_postgres_base_loads_no_adbc() -> None:
+    """The check sees a driver when one is loaded: the built-in reader's module loads ADBC, the base does not."""
+    base, _ = _loaded_after("from dativo.readers.postgres import PostgresReaderBase")
+    assert _among(base, ("adbc_driver_manager", "adbc_driver_postgresql")) == []
+    builtin, _ = _loaded_after("from dativo.readers.postgres import PostgresReader")
+    assert _among(builtin, ("adbc_driver_postgresql",)) != []

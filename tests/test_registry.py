@@ -77,6 +77,20 @@ def test_module_that_raises_when_imported(tmp_path: Path, monkeypatch: pytest.Mo
     assert "Fix the error in the plugin's module." in str(caught.value)
 
 
+def test_a_lazily_imported_class_with_a_missing_dependency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package whose ``__getattr__`` imports the class's module on first use (as dativo.readers.postgres)."""
+    package = tmp_path / "lazy_plugin_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import importlib\n\ndef __getattr__(name):\n"
+        "    return getattr(importlib.import_module(__name__ + '.impl'), name)\n")
+    (package / "impl.py").write_text("import dativo_no_such_driver\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginNotFound, match="no module named 'dativo_no_such_driver'") as caught:
+        resolve("reader", "lazy_plugin_pkg:Reader")
+    assert isinstance(caught.value.__cause__, ModuleNotFoundError)
+
+
 def test_module_with_a_missing_dependency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "needs_dep_plugin.py").write_text("import dativo_no_such_dependency\n")
     monkeypatch.syspath_prepend(str(tmp_path))

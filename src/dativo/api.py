@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from dativo import API_VERSION
 from dativo.errors import (
     CommitFailed,
     CommitStateUnknown,
@@ -29,8 +30,8 @@ from dativo.errors import (
 )
 from dativo.storage import CommitRecord, DatasetStores, ParquetSink, S3Settings, Store, StoreOptions, open_store
 
-API_VERSION = "1.1.0"
-"""Version of this contract. Plugins declare the range they support in ``api_version``."""
+# API_VERSION (imported above): the version of this contract. Plugins declare the range they support
+# in ``api_version``.
 
 Mode = Literal["append", "overwrite", "merge"]
 """How a writer publishes a run: add rows, replace the table, or upsert by primary key."""
@@ -57,6 +58,37 @@ class NoOptions(BaseModel):
     """The default ``Config`` of a plugin: it accepts no options."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def config_from_schema(schema: str | Mapping[str, Any], *, name: str = "Config") -> type[BaseModel]:
+    """A plugin's ``Config`` made from the JSON Schema of its options, for options declared in another language.
+
+    A Rust plugin declares its options once, as a serde struct with ``schemars::JsonSchema``, and publishes
+    the schema (``dativo_plugin::options_schema``); its Python class says
+    ``Config = config_from_schema(_native.options_schema())``. The host then checks the job's options
+    against that schema with the messages a pydantic ``Config`` gives (the YAML line, "did you mean"),
+    ``dativo plugins info`` shows it, and attributes read the options with the schema's defaults. Values
+    are checked as JSON types, never converted; pass ``config.model_dump(by_alias=True,
+    exclude_unset=True)`` to the native side, which fills in its own defaults.
+
+    Args:
+        schema: The JSON Schema, as a document or already parsed.
+        name: The class name.
+
+    Raises:
+        ConfigError: ``schema`` is not a JSON object.
+    """
+    import json
+
+    from dativo.plugins.options import PluginOptions, declared  # only plugins declared elsewhere need it
+
+    try:
+        parsed = json.loads(schema) if isinstance(schema, str) else dict(schema)
+    except ValueError as exc:
+        raise ConfigError(f"the options schema is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"an options schema must be a JSON object, not {type(parsed).__name__}")
+    return declared(PluginOptions, parsed, name=name)
 
 
 @dataclass(frozen=True)
@@ -304,5 +336,6 @@ __all__ = [
     "StoreOptions",
     "Writer",
     "WrittenFiles",
+    "config_from_schema",
     "open_store",
 ]

@@ -24,11 +24,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dativo import __version__
-from dativo.api import API_VERSION, Dataset
+from dativo import version_line
+from dativo.api import Dataset
 from dativo.cli_common import DebugOpt, JobArg, JsonOpt, Terminated, err, fail, guarded, out, setup_logging
 from dativo.cli_plugins import plugin_app, plugins_app, sdk_app
 from dativo.config import job_schema, load_job
+from dativo.errors import DativoError
 from dativo.market.command import register as register_distribution
 from dativo.report import DatasetReport, RunReport
 from dativo.secrets import shown
@@ -157,6 +158,9 @@ def _summary(report: RunReport, mode: str = "append") -> Table:
         ("writer", side(report.writer)),
         ("fallback", f"yes: {_paragraph(report.fallback_reason or '')}" if report.fallback_used else "no"),
         ("commit", ", ".join(_committed(d, replaces) for d in report.datasets) or "-"),
+        *([("nodes", "; ".join(f"{n.node}: {n.splits} splits, {n.rows:,} rows, {n.rows_per_s:,.0f} rows/s"
+                               for n in report.nodes)),
+           ("retries", f"{report.retries}")] if report.executor == "ray" else []),
         ("run id", report.run_id),
     ]
     for key, value in rows:
@@ -178,6 +182,13 @@ def run(
         help="Read every dataset from scratch, ignoring its incremental state, and replace its target's rows "
         "(reconciles deletes and updates an incremental run cannot see).",
     )] = False,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", help="Where the splits run: local (threads here) or ray (tasks on a Ray cluster); "
+        "overrides the job's executor.type.",
+    )] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="With --executor ray: the cluster (auto, host:port or ray://host:port).",
+    )] = None,
 ) -> None:
     """Run a job: read, write, and commit atomically."""
     from dativo.engine import Engine
@@ -188,6 +199,11 @@ def run(
     run_id = uuid.uuid4().hex if run_id is None else run_id
     try:
         config = load_job(job)
+        if executor is not None or address is not None:
+            try:
+                config.executor = config.executor.overridden(executor, address)
+            except DativoError as exc:
+                raise exc.with_context(job=config.name) from None
         engine = Engine(config, run_id=run_id, full_refresh=full_refresh)
         with _interruptible(lambda: engine.committing), _progress(not (quiet or as_json)) as on_rows:
             engine.on_rows = on_rows
@@ -347,7 +363,7 @@ def schema(
 
 def _version(value: bool) -> None:
     if value:
-        print(f"dativo {__version__} (plugin API {API_VERSION})")
+        print(version_line())
         raise typer.Exit()
 
 

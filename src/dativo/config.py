@@ -415,6 +415,101 @@ class PluginsConfig(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
 
 
+_RAY_ADDRESS = re.compile(r"^(auto|ray://[^\s/:]+:\d{1,5}|[^\s/:]+:\d{1,5})$")
+_RESOURCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/\-]*$")
+
+
+class ExecutorConfig(_Strict):
+    """Where the splits run: threads of this process, or tasks on a Ray cluster (docs/scaling.md)."""
+
+    type: Literal["local", "ray"] = Field(
+        "local", description="`local`: threads in the `dativo run` process; `ray`: one Ray task per split."
+    )
+    address: str | None = Field(
+        None,
+        description="With type ray: the cluster to join, `auto` (the cluster this machine belongs to, or "
+        "$RAY_ADDRESS), `host:port` (its head's GCS) or `ray://host:port` (Ray Client). Unset: auto.",
+    )
+    max_retries: int = Field(
+        3, ge=0, le=100,
+        description="With type ray: how often a split whose worker process or node died is run again.",
+    )
+    resources: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="With type ray: what each split task reserves, e.g. {CPU: 1, memory: 2147483648} or a "
+        "custom resource of your nodes. Unset: {CPU: 1}.",
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        None,
+        description="With type ray: the Ray runtime_env of the run (e.g. {pip: [my-plugin==1.2]} or "
+        "{py_modules: [./plugins]}), how a Python plugin reaches workers that do not have it installed.",
+    )
+    shared_paths: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="With type ray: absolute folders every node mounts at the same place (NFS, a cluster file "
+        "system); a local target or source path inside one is accepted.",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, address: str | None) -> str | None:
+        if address is not None and not _RAY_ADDRESS.match(address.strip()):
+            raise ValueError(
+                f"'{address}' is not a Ray cluster address; use auto, host:port (the head's GCS port, "
+                "6379 by default) or ray://host:port (Ray Client, 10001 by default)"
+            )
+        return address.strip() if address is not None else None
+
+    @field_validator("resources")
+    @classmethod
+    def _resource_names(cls, resources: dict[str, float]) -> dict[str, float]:
+        for name in resources:
+            if not _RESOURCE.match(name):
+                raise ValueError(f"'{name}' is not a Ray resource name (letters, digits, _ . : / -)")
+        return resources
+
+    @field_validator("shared_paths")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not os.path.isabs(os.path.expanduser(path)):
+                raise ValueError(f"'{path}' is not an absolute path; a shared folder has the same absolute "
+                                 "path on every node")
+        return paths
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> ExecutorConfig:
+        if self.type == "local":
+            given = [k for k in ("address", "runtime_env") if getattr(self, k) is not None]
+            given += [k for k in ("resources", "shared_paths") if getattr(self, k)]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for executor type ray; set type: ray "
+                                 "or remove them")
+        return self
+
+    def overridden(self, type: str | None = None, address: str | None = None) -> ExecutorConfig:
+        """This executor with the command line's ``--executor`` and ``--address`` applied.
+
+        Raises:
+            ConfigError: The result is invalid (an unknown type, a malformed address, ``--address`` with
+                the local executor).
+        """
+        values = self.model_dump(exclude_unset=True)
+        if type is not None:
+            values["type"] = type
+            if type == "local":  # the file's Ray settings do not apply to a local run
+                values = {"type": "local"}
+        if address is not None:
+            values["address"] = address
+        try:
+            return ExecutorConfig.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"--executor/--address: {describe_validation_error(exc, ExecutorConfig)}",
+                hint="Use --executor local, or --executor ray with --address auto, host:port or ray://host:port.",
+            ) from None
+
+
 class JobConfig(_Strict):
     """One ingestion job: a source, a target, and how to move data between them."""
 
@@ -423,6 +518,7 @@ class JobConfig(_Strict):
     source: SourceConfig
     target: TargetConfig
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     _path: Path | None = PrivateAttr(None)
 
     @property

@@ -35,6 +35,8 @@ from dativo.errors import (
     translate,
 )
 from dativo.executors.local import LocalExecutor
+from dativo.executors.ray import RayExecutor
+from dativo.executors.task import Progress, SplitResult, SplitTask, execute
 from dativo.fallback import same_datasets, situated
 from dativo.plugins.host import PluginHost
 from dativo.registry import BUILTIN_READERS, BUILTIN_WRITERS, PluginSpec, builtin_for, has_builtin
@@ -56,6 +58,8 @@ class _Loaded:
     spec: PluginSpec
     instance: Any
     report: PluginReport
+    custom: bool = False
+    """Whether this is the job's custom implementation (not the built-in)."""
 
 
 class Engine:
@@ -94,6 +98,8 @@ class Engine:
         self._host: PluginHost | None = None
         self._custom_datasets: list[Dataset] | None = None
         """What the custom reader discovered, which a built-in that replaces it must match."""
+        self._ray: RayExecutor | None = None
+        """The cluster the splits run on, while a run with ``executor: ray`` is under way."""
 
     # --- the plugin host ------------------------------------------------------------------------------
 
@@ -181,7 +187,7 @@ class Engine:
         report = PluginReport(
             implementation=spec.name, origin=spec.origin, language=spec.language, version=spec.version
         )
-        return _Loaded(spec, instance, report)
+        return _Loaded(spec, instance, report, custom)
 
     # --- public entry points --------------------------------------------------------------------------
 
@@ -220,8 +226,41 @@ class Engine:
         Raises:
             DativoError: On any failure; nothing was published unless the error is a commit error.
         """
+        with self._job_context(), self._executor(), self._hosting():
+            report = self._run()
+            if self._ray is not None:
+                self._ray.describe(report)
+            return report
+
+    @contextmanager
+    def _executor(self) -> Iterator[None]:
+        """Join the Ray cluster for the run (``executor: ray``); the local executor needs nothing."""
+        if self.job.executor.type != "ray":
+            yield
+            return
+        with RayExecutor(self.job, run_id=self.run_id, work_dir=self.work_dir, work=run_split) as executor:
+            self._ray = executor
+            try:
+                yield
+            finally:
+                self._ray = None
+
+    @contextmanager
+    def split_plugins(self, custom: tuple[bool, bool]) -> Iterator[tuple[Any, Any]]:
+        """Load the reader and writer of a split planned elsewhere (on a Ray worker, for the driver's run).
+
+        Args:
+            custom: Whether the reader and the writer run the job's custom implementation; ``False`` picks the
+                built-in (the driver fell back to it).
+
+        Yields:
+            The loaded reader and writer (closed afterwards, with this host's plugin processes).
+        """
         with self._job_context(), self._hosting():
-            return self._run()
+            readers, writers = self._candidates("reader"), self._candidates("writer")
+            with self._plugins(readers[0 if custom[0] else -1], writers[0 if custom[1] else -1],
+                               custom) as loaded:
+                yield loaded
 
     def _run(self) -> RunReport:
         started = time.monotonic()
@@ -352,6 +391,8 @@ class Engine:
 
     def _check_dataset(self, dataset: Dataset) -> None:
         """The job's cursor is a column of ``dataset`` (checked for every dataset before any is written)."""
+        if self._ray is not None:
+            self._ray.check_dataset(dataset)
         cursor = self._cursor(dataset)
         if cursor and dataset.schema is not None and cursor not in dataset.schema.names:
             candidates = ", ".join(dataset.cursor_candidates) or ", ".join(dataset.schema.names)
@@ -380,6 +421,9 @@ class Engine:
         run.splits = len(splits)
         mode: Mode = "overwrite" if self.full_refresh else self.job.target.mode
         run.prepare(writer, mode)
+        if self._ray is not None:  # the driver prepared the target: workers only write into it
+            self._ray.run(run, splits, mode, custom=(reader.custom, writer.custom), on_rows=self.on_rows)
+            return
         cancel = threading.Event()
         tasks = [SplitRun(run, split, reader, writer, mode=mode, cancel=cancel, on_rows=self.on_rows)
                  for split in splits]
@@ -468,6 +512,22 @@ class Engine:
             writer.instance.abort(written)
         except Exception as exc:  # the run itself succeeded; leftovers are unreferenced files
             log.warning("abort() of %s failed to delete unpublished files: %s", writer.spec.name, exc)
+
+
+def run_split(task: SplitTask, counter: Any | None = None) -> SplitResult:
+    """The body of a Ray task: one split the driver's engine planned, run on this machine.
+
+    Args:
+        task: The split and everything it needs (see :class:`~dativo.executors.task.SplitTask`).
+        counter: The run's progress counter (:class:`~dativo.executors.ray.Counter` handle), if any.
+    """
+    progress = Progress(counter)
+    engine = Engine(task.job, run_id=task.run_id, on_rows=progress, work_dir=Path(task.work_dir))
+
+    def stuck(streams: int) -> None:
+        engine.abandoned += streams
+
+    return execute(task, engine.split_plugins, progress, stuck)
 
 
 def _close(loaded: _Loaded) -> None:

@@ -223,7 +223,14 @@ def _import(dotted: str, *, sep: str, beside: Path | None = None) -> Any:
         ) from exc
     obj: Any = module
     for part in attr.split("."):
-        if not hasattr(obj, part):
+        try:
+            found = hasattr(obj, part)  # a package's lazy __getattr__ imports the attribute's module only now
+        except ModuleNotFoundError as exc:
+            missing = exc.name or module_name
+            raise PluginNotFound(
+                f"cannot import '{module_name}:{attr}' (no module named '{missing}')", hint=_NOT_FOUND_HINT
+            ) from exc
+        if not found:
             public = [n for n in dir(module) if not n.startswith("_")]
             guess = difflib.get_close_matches(part, public, n=1)
             raise PluginNotFound(

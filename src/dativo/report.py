@@ -35,6 +35,17 @@ class DatasetReport(BaseModel):
     state: dict[str, Any] | None = None
 
 
+class NodeReport(BaseModel):
+    """What one node of a cluster did (``executor: ray``)."""
+
+    node: str
+    splits: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    """Time its splits took, summed."""
+    rows_per_s: float = 0.0
+
+
 class RunReport(BaseModel):
     """The outcome of one run; ``dativo run --json`` prints exactly this."""
 
@@ -58,6 +69,11 @@ class RunReport(BaseModel):
     error_type: str | None = None
     warnings: list[str] = Field(default_factory=list)
     """What the run warned about (NULL cursors, fallbacks, a writer's miscount …), also under ``--json``."""
+    executor: Literal["local", "ray"] = "local"
+    nodes: list[NodeReport] = Field(default_factory=list)
+    """Per node of the cluster (``executor: ray``): splits, rows and seconds."""
+    retries: int = 0
+    """Split attempts the cluster ran again after a worker died (``executor: ray``)."""
 
     def finish(self, seconds: float) -> RunReport:
         """Fill in the derived numbers at the end of the run."""

@@ -99,3 +99,38 @@ def test_a_missing_manifest_is_a_config_error(tmp_path: Path) -> None:
 
 def test_the_model_is_the_schema() -> None:
     assert Manifest.model_json_schema()["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(("file", "text"), [
+    ("Cargo.toml", '[package]\nname = "acme"\nversion = "2.3.4"\n'),
+    ("pyproject.toml", '[project]\nname = "acme-readers"\nversion = "2.3.4"\n'),
+    ("VERSION", "2.3.4\n"),
+])
+def test_the_version_can_live_in_the_build_file(tmp_path: Path, file: str, text: str) -> None:
+    (tmp_path / file).write_text(text)
+    manifest = MINIMAL.replace('version = "1.0"\n', "") + f'[build]\nversion_from = "{file}"\n'
+    (tmp_path / "dativo-plugin.toml").write_text(manifest)
+    assert load(tmp_path).version == "2.3.4"
+
+
+@pytest.mark.parametrize(("version_from", "files", "message"), [
+    ("Cargo.toml", {"Cargo.toml": '[package]\nname = "acme"\n'}, r"has no \[package\] version"),
+    ("VERSION", {}, "cannot read the version from"),
+    ("../VERSION", {}, "relative path inside the package"),
+    ("VERSION", {"VERSION": "not a version"}, "PEP 440"),
+])
+def test_a_bad_version_source_says_what_to_fix(tmp_path: Path, version_from: str, files: dict[str, str],
+                                               message: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    manifest = MINIMAL.replace('version = "1.0"\n', "") + f'[build]\nversion_from = "{version_from}"\n'
+    (tmp_path / "dativo-plugin.toml").write_text(manifest)
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path)
+
+
+def test_a_version_in_two_places_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "VERSION").write_text("1.0")
+    (tmp_path / "dativo-plugin.toml").write_text(MINIMAL + '[build]\nversion_from = "VERSION"\n')
+    with pytest.raises(ConfigError, match="both version and build.version_from"):
+        load(tmp_path)

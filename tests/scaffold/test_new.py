@@ -20,7 +20,7 @@ from dativo.scaffold.sdk import go_module, rust_crate
 from tests.conftest import REPO, Result
 from tests.scaffold.conftest import Installed, tool
 
-COMBINATIONS = [(lang, kind) for lang in LANGUAGES for kind in KINDS if (lang, kind) != ("rust", "writer")]
+COMBINATIONS = [(lang, kind) for lang in LANGUAGES for kind in KINDS]
 
 
 @pytest.mark.parametrize("name", ["orders", "acme_orders2", "a"])
@@ -68,7 +68,8 @@ def test_each_language_has_one_version_in_its_build_file(tmp_path: Path) -> None
     assert (go / "VERSION").read_text().strip() == "0.1.0"
     assert "//go:embed VERSION" in (go / "version.go").read_text()
     cpp = new_plugin("p4", "cpp", "reader", tmp_path / "p4").path
-    assert "project(p4 VERSION 0.1.0 LANGUAGES CXX)" in (cpp / "CMakeLists.txt").read_text()
+    assert load_manifest(cpp).version == "0.1.0"  # the manifest holds it; CMakeLists.txt reads it from there
+    assert 'file(STRINGS "${CMAKE_CURRENT_SOURCE_DIR}/dativo-plugin.toml"' in (cpp / "CMakeLists.txt").read_text()
     for project in (py, rs, go, cpp):
         texts = [p.read_text() for p in project.rglob("*") if p.is_file() and p.name != "Cargo.lock"]
         everything = "\n".join(texts)
@@ -85,6 +86,34 @@ def test_a_python_project_carries_a_valid_manifest(tmp_path: Path, kind: str) ->
     version = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["hatch"]["version"]
     assert version["path"] == "dativo-plugin.toml"
     assert re.search(version["pattern"], (project / "dativo-plugin.toml").read_text())["version"] == "0.1.0"
+
+
+@pytest.mark.parametrize(("language", "build_file"), [("rust", "Cargo.toml"), ("go", "VERSION")])
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_a_rust_or_go_manifest_reads_the_one_version_from_the_build_file(
+        tmp_path: Path, language: str, build_file: str, kind: str) -> None:
+    project = new_plugin("orders_api", language, kind, tmp_path / "orders_api").path
+    text = (project / "dativo-plugin.toml").read_text()
+    assert "\nversion =" not in text and f'version_from = "{build_file}"' in text  # written once, in the build
+    manifest = load_manifest(project)
+    assert (manifest.name, manifest.kind, manifest.language, manifest.version) == ("orders_api", kind, language,
+                                                                                   "0.1.0")
+    build = project / build_file
+    build.write_text(build.read_text().replace("0.1.0", "0.2.0rc1", 1))
+    assert load_manifest(project).version == "0.2.0rc1"
+
+
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_a_cpp_project_carries_a_valid_manifest_and_no_json_parser_of_its_own(tmp_path: Path, kind: str) -> None:
+    project = new_plugin("orders_api", "cpp", kind, tmp_path / "orders_api").path
+    manifest = load_manifest(project)
+    assert (manifest.name, manifest.kind, manifest.language) == ("orders_api", kind, "cpp")
+    assert manifest.start.library == "build/liborders_api.so"
+    assert not (project / "src" / "json.hpp").exists()
+    source = (project / "src" / "orders_api.cpp").read_text()
+    assert '#include "dativo_plugin.hpp"' in source and "dativo_plugin_config_schema" in source
+    assert "ArrowArrayView" in source if kind == "writer" else "ArrowArrayAppendInt" in source
+    assert "nanoarrow/nanoarrow.c" in (project / "CMakeLists.txt").read_text()
 
 
 def test_projects_point_at_the_sdks_of_this_installation(tmp_path: Path) -> None:
@@ -113,13 +142,11 @@ def test_an_existing_folder_must_be_empty(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "full") == ["keep.txt"]
 
 
-def test_unknown_language_kind_and_the_rust_writer_are_refused(tmp_path: Path) -> None:
+def test_unknown_language_and_kind_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--lang 'java'"):
         new_plugin("x", "java", "reader", tmp_path / "x")
     with pytest.raises(ConfigError, match="--kind 'sink'"):
         new_plugin("x", "python", "sink", tmp_path / "x")
-    with pytest.raises(ConfigError, match="Rust SDK"):
-        new_plugin("x", "rust", "writer", tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 

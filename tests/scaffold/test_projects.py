@@ -1,6 +1,6 @@
 """Each generated project, built against the installed Dativo by its own ``ci.sh``, runs a real job.
 
-For every language: readers (and writers where the SDK has them) are generated with the installed
+For every language: a reader and a writer are generated with the installed
 ``dativo plugin new`` outside any checkout, built and tested by their ``ci.sh`` (pytest for Python and Rust,
 ``go test``, ctest), then run through ``python -m dativo run job.yaml --json``: the rows arrive, a rerun reads
 nothing new, and more source rows are read alone. The conformance kit (``dativo plugin test``) checks each.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -21,12 +22,13 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
+from dativo.market.pack import platform_name, platform_tag
 from tests.scaffold.conftest import Installed, Project, Projects
 
 pytestmark = pytest.mark.timeout(900)  # a first build on a cold machine compiles pyo3, arrow-rs and arrow-go
 
 READERS = ["python", "rust", "go", "cpp"]
-WRITERS = ["python", "go", "cpp"]
+WRITERS = ["python", "rust", "go", "cpp"]
 BOTH = [(lang, "reader") for lang in READERS] + [(lang, "writer") for lang in WRITERS]
 ROWS = 1000  # the readers' example job
 ORDERS = 6  # rows of the writers' data/orders.csv
@@ -60,6 +62,15 @@ def test_ci_builds_it_against_the_installed_sdk_and_tests_it(project: Project, i
         assert f"DATIVO_SDK_DIR:PATH={site}/cpp" in cache
         assert "100% tests passed" in out, out
         assert (path / "build" / f"lib{project.name}.so").is_file()
+        for name in ("dativo_plugin.hpp", "nanoarrow/nanoarrow.c", "nanoarrow/LICENSE.txt", "nanoarrow/NOTICE.txt",
+                     "nlohmann/json.hpp", "nlohmann/COPYRIGHT", "README.md"):  # the vendored SDK, with its licenses
+            assert (Path(site) / "cpp" / name).is_file(), name
+        nm = shutil.which("nm")
+        if nm is not None:  # hidden visibility: the C ABI is exported, nanoarrow is not
+            symbols = subprocess.run([nm, "-D", "--defined-only", str(path / "build" / f"lib{project.name}.so")],
+                                     capture_output=True, text=True, check=True).stdout.split()
+            assert any(s.startswith("dativo_") for s in symbols)
+            assert not [s for s in symbols if "Nanoarrow" in s or s.startswith("Arrow")], symbols
 
 
 def test_a_job_runs_with_it_and_a_rerun_reads_nothing_new(project: Project, installed: Installed) -> None:
@@ -114,9 +125,11 @@ def test_the_conformance_kit_passes(project: Project, installed: Installed, tmp_
     assert report["level"] == "certified", report["level"]
 
 
-@pytest.mark.parametrize("kind", ["reader", "writer"])
-def test_a_python_project_packs_as_it_is(projects: Projects, installed: Installed, tmp_path: Path, kind: str) -> None:
-    project = projects.get("python", kind)
+@pytest.mark.parametrize(("language", "kind"), [("python", "reader"), ("python", "writer"), ("rust", "writer")])
+def test_a_project_packs_as_it_is(projects: Projects, installed: Installed, tmp_path: Path, language: str,
+                                  kind: str) -> None:
+    """The manifest's version is the build's (Python: read by hatch from the manifest; Rust: from Cargo.toml)."""
+    project = projects.get(language, kind)
     uv = Path(sys.executable).with_name("uv")  # pack builds with uv (else pip, which a uv-made venv lacks)
     env = {**installed.env, "PATH": f"{uv.parent}{os.pathsep}{installed.env.get('PATH', '')}"}
     done = subprocess.run([installed.python, "-m", "dativo", "plugin", "pack", str(project.path), "--unsigned",
@@ -125,4 +138,35 @@ def test_a_python_project_packs_as_it_is(projects: Projects, installed: Installe
     assert done.returncode == 0, done.stdout + done.stderr
     [folder] = tmp_path.iterdir()
     assert folder.name.endswith("-0.1.0") and (folder / "dativo-plugin.toml").is_file()
+    packed = tomllib.loads((folder / "dativo-plugin.toml").read_text())
+    assert (packed["version"], packed["language"]) == ("0.1.0", language)
+    assert "version_from" not in packed.get("build", {})
+    [wheel] = [a for a in packed["artefacts"] if a["kind"] == "wheel"]
+    assert wheel["platform"] == ("any" if language == "python" else platform_name(platform_tag())), wheel
     assert any(p.suffix == ".whl" and "-0.1.0-" in p.name for p in folder.iterdir())
+
+
+def test_a_cpp_project_reads_its_version_from_its_manifest(projects: Projects, installed: Installed,
+                                                           tmp_path: Path) -> None:
+    project = projects.get("cpp", "reader")
+    copy = tmp_path / "bumped"
+    shutil.copytree(project.path, copy, ignore=shutil.ignore_patterns("build", "out", ".dativo"))
+    manifest = copy / "dativo-plugin.toml"
+    manifest.write_text(manifest.read_text().replace('version = "0.1.0"', 'version = "0.2.0rc1"'))
+    cmake = shutil.which("cmake") or "cmake"
+    sdk = next((installed.venv / "lib").glob("python3*/site-packages")) / "dativo" / "sdk" / "cpp"
+    for step in ([cmake, "-S", ".", "-B", "build", f"-DDATIVO_SDK_DIR={sdk}"],
+                 [cmake, "--build", "build", "--target", project.name, "--parallel", "2"]):
+        done = subprocess.run(step, cwd=copy, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+    info = installed.dativo("plugins", "info", f"{{lib: ./build/lib{project.name}.so}}", cwd=copy)
+    assert json.loads(info.stdout)["version"] == "0.2.0rc1"
+
+
+def test_a_cpp_project_says_what_packing_it_needs(projects: Projects, installed: Installed, tmp_path: Path) -> None:
+    project = projects.get("cpp", "reader")
+    done = installed.dativo("plugin", "pack", str(project.path), "--unsigned", "--out", str(tmp_path),
+                            cwd=project.path, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "pyproject.toml does not exist" in done.stderr and "build.project" in done.stderr, done.stderr
+    assert not any(tmp_path.iterdir())

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     /// Reading failed (a driver error, a value that does not fit its column):
     /// `dativo.errors.PluginFailed` (`RuntimeError`).
     Read,
+    /// Writing failed (the target refused a file, a disk is full): `dativo.errors.PluginFailed` of
+    /// the writer (`RuntimeError`).
+    Write,
     /// The data does not match the declared schema: `dativo.errors.SchemaMismatch`
     /// (`RuntimeError`).
     Schema,
@@ -51,6 +54,11 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// [`ErrorKind::Write`]: a writer could not write.
+    pub fn write(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Write, message)
+    }
+
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let message: String = message.into();
@@ -138,13 +146,14 @@ impl Error {
         if let Some(type_object) = self.python_type {
             return PyErr::from_type(type_object(py), (self.to_string(),));
         }
-        let (name, plugin_failed) = match self.kind {
-            ErrorKind::Config => ("ConfigError", false),
-            ErrorKind::Connection => ("ConnectionFailed", false),
-            ErrorKind::Schema => ("SchemaMismatch", true),
-            ErrorKind::Read | ErrorKind::Panic | ErrorKind::Cancelled => ("PluginFailed", true),
+        let (name, role) = match self.kind {
+            ErrorKind::Config => ("ConfigError", None),
+            ErrorKind::Connection => ("ConnectionFailed", None),
+            ErrorKind::Schema => ("SchemaMismatch", Some("reader")),
+            ErrorKind::Write => ("PluginFailed", Some("writer")),
+            ErrorKind::Read | ErrorKind::Panic | ErrorKind::Cancelled => ("PluginFailed", Some("reader")),
         };
-        match self.dativo_error(py, name, plugin_failed) {
+        match self.dativo_error(py, name, role) {
             Ok(error) => error,
             // Outside Dativo (a notebook, a test of the bare extension): builtin exceptions.
             Err(_) => match self.kind {
@@ -155,12 +164,12 @@ impl Error {
         }
     }
 
-    fn dativo_error(&self, py: Python<'_>, name: &str, plugin_failed: bool) -> PyResult<PyErr> {
+    fn dativo_error(&self, py: Python<'_>, name: &str, role: Option<&str>) -> PyResult<PyErr> {
         let class = py.import("dativo.errors")?.getattr(name)?;
         let kwargs = PyDict::new(py);
         kwargs.set_item("hint", self.hint.as_deref())?;
-        if plugin_failed {
-            kwargs.set_item("role", "reader")?;
+        if let Some(role) = role {
+            kwargs.set_item("role", role)?;
         }
         let instance = class.call((self.message.as_str(),), Some(&kwargs))?;
         Ok(PyErr::from_value(instance))

@@ -1,7 +1,8 @@
-//! # dativo-plugin: Dativo readers in Rust
+//! # dativo-plugin: Dativo readers and writers in Rust
 //!
 //! A Dativo reader is a Python class (`dativo.api.Reader`) whose `read(split)` returns anything
-//! with `__arrow_c_stream__`. This crate makes the Rust half of such a reader a few dozen lines:
+//! with `__arrow_c_stream__`; a writer's `write(split, stream)` is handed one. This crate makes the
+//! Rust half of such a plugin a few dozen lines:
 //!
 //! - [`spawn`] / [`from_iter`] run your batch producer on a background thread, **without the
 //!   GIL**, at most [`PREFETCH`] batches ahead of the consumer (decoding overlaps the engine's
@@ -11,8 +12,12 @@
 //!   (`ConfigError`, `ConnectionFailed`, `PluginFailed`, `SchemaMismatch`), or your own exception
 //!   class ([`Error::python`]). Panics are caught ([`catch_panic`], and always inside [`spawn`]) and
 //!   raised as errors: a bug in the plugin never aborts the host process.
+//! - [`consume`] runs a writer's Rust code on the batches of the stream it is handed, without the
+//!   GIL ([`stream_from_py`] / [`BatchStream`] to import one yourself).
 //! - [`schema_from_py`] imports a `pyarrow.Schema` (the schema the engine planned);
-//!   [`options_from_py`] turns the job's `reader.options` (a dict or JSON) into a serde struct.
+//!   [`options_schema`] publishes the JSON Schema of an options struct (serde + schemars: declared
+//!   once, in Rust, checked by the host), and [`options_from_py`] turns the job's options (a dict
+//!   or JSON) into that struct.
 //!
 //! ## A complete reader
 //!
@@ -84,6 +89,7 @@
 //! `External error: <message>`.
 
 mod error;
+mod input;
 mod options;
 mod schema;
 mod stream;
@@ -91,9 +97,11 @@ mod stream;
 pub use arrow_array;
 pub use arrow_schema;
 pub use pyo3;
+pub use schemars;
 
 pub use error::{catch_panic, Error, ErrorKind, Result};
-pub use options::{options_from_json, options_from_py};
+pub use input::{consume, stream_from_py, BatchStream};
+pub use options::{options_from_json, options_from_py, options_schema};
 pub use schema::schema_from_py;
 pub use stream::{
     check_schema, from_iter, spawn, spawn_with_prefetch, ArrowBatch, ArrowStream, BatchSink, PREFETCH,

@@ -142,6 +142,12 @@ class Build(_Strict):
     """How ``dativo plugin pack`` builds the wheel."""
 
     project: str = Field(".", description="Folder of the Python project (pyproject.toml), relative to this file.")
+    version_from: str | None = Field(
+        None,
+        description="In a project's manifest instead of `version`: the file of the project whose version is the "
+        "plugin's, where its build reads it (Cargo.toml: [package] version; pyproject.toml: [project] version; "
+        "any other file: its whole text, e.g. VERSION). `dativo plugin pack` writes the version it read.",
+    )
     binaries: list[str] = Field(
         default_factory=list,
         description="Files the wheel must carry that a compiler made (relative to the project): they make the "
@@ -152,6 +158,11 @@ class Build(_Strict):
     @classmethod
     def _project_inside(cls, value: str) -> str:
         return value if value == "." else _inside(value)
+
+    @field_validator("version_from")
+    @classmethod
+    def _version_file_inside(cls, value: str | None) -> str | None:
+        return None if value is None else _inside(value)
 
     @field_validator("binaries")
     @classmethod
@@ -277,7 +288,48 @@ def load(path: str | Path) -> Manifest:
         ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{file} is not UTF-8 text", hint="Save it as UTF-8.") from None
-    return parse(text, source=str(file))
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return parse(text, source=str(file))  # parse says what is wrong
+    build = data.get("build")
+    version_from = build.get("version_from") if isinstance(build, dict) else None
+    if not isinstance(version_from, str):
+        return parse(text, source=str(file))
+    if "version" in data:
+        raise ConfigError(f"{file} has both version and build.version_from", hint="Write the version in one "
+                          f"place: remove version (it is read from {version_from}), or build.version_from.")
+    try:
+        source = file.parent / _inside(version_from)
+    except ValueError as exc:
+        raise ConfigError(f"{file}: build.version_from: {exc}", hint="Name a file of the project.") from None
+    data["version"] = read_version(source)
+    return parse(dump_toml(data), source=str(file))
+
+
+def read_version(file: Path) -> str:
+    """The version a project's build file holds: Cargo.toml's ``[package] version``, pyproject.toml's
+    ``[project] version``, or the whole text of any other file (``VERSION``).
+
+    Raises:
+        ConfigError: The file cannot be read or holds no version.
+    """
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the version from {file}: {getattr(exc, 'strerror', None) or exc}",
+                          hint="build.version_from names a file of the project, relative to the manifest.") from None
+    version: Any = text.strip()
+    if file.suffix == ".toml":
+        section = "package" if file.name == "Cargo.toml" else "project"
+        try:
+            version = tomllib.loads(text).get(section, {}).get("version")
+        except (tomllib.TOMLDecodeError, AttributeError):
+            version = None
+        if not isinstance(version, str):
+            raise ConfigError(f"{file} has no [{section}] version", hint=f"Write version = \"1.0.0\" under "
+                              f"[{section}], or point build.version_from at the file that has the version.")
+    return version
 
 
 def schema() -> dict[str, Any]:

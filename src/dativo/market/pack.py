@@ -220,7 +220,10 @@ def pack(
         ConfigError: The manifest, the project or its build is wrong (the message says how to fix it).
     """
     directory = directory.resolve()
-    source = load(directory / MANIFEST_FILE).model_copy(update={"artefacts": []})
+    source = load(directory / MANIFEST_FILE)
+    # the version was read from build.version_from (if named): the packed manifest carries it, not the file
+    source = source.model_copy(update={"artefacts": [],
+                                       "build": source.build.model_copy(update={"version_from": None})})
     if not source.supports(API_VERSION):
         raise ConfigError(f"dativo-plugin.toml declares API {source.api}, but this Dativo provides API {API_VERSION}",
                           plugin=source.name, hint="Declare the API range the plugin is written for.")
@@ -241,7 +244,7 @@ def pack(
     with tempfile.TemporaryDirectory(prefix="dativo-pack-") as tmp:
         wheel = wheels.read(build_wheel(project, Path(tmp)))
     _check_wheel(wheel, source)
-    platform = "any"
+    platform = platform_name(wheel.tag.split("-")[2])  # a compiled build (maturin) tags its own platform
     if source.build.binaries:
         wheel.retag(platform_tag())
         platform = platform_name(platform_tag())

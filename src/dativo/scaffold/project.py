@@ -32,10 +32,8 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _RESERVED = {"dativo", "pyarrow", "pydantic", "pytest", "typer", "rich", "yaml", "packaging", "tests", "test",
              "main", "src", "lib", "build", "target", "std", "core", "alloc", "go", "cpp", "rust", "python"}
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}")
-_UNSUPPORTED = {
-    ("rust", "writer"): "the Rust SDK (sdk/rust) makes readers only (Arrow C streams handed to the engine); "
-    "write the writer in Python, Go or C++ (--lang python|go|cpp --kind writer)",
-}
+_UNSUPPORTED: dict[tuple[str, str], str] = {}
+"""Combinations of language and kind without a template, and why."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +133,7 @@ def _values(name: str, language: str, kind: str) -> dict[str, str]:
         "name": name,
         "class_name": "".join(part.capitalize() for part in name.split("_")),
         "kind": kind,
+        "kind_class": kind.capitalize(),
         "language": language,
         "version": VERSION,
         "dativo_version": __version__,
@@ -157,7 +156,14 @@ def _values(name: str, language: str, kind: str) -> dict[str, str]:
         crate = rust_crate(sdk)
         values.update(sdk_crate=crate.name, sdk_dir_toml=_toml_quoted(str(sdk)),
                       pyo3_version=crate.dependencies["pyo3"],
-                      arrow_version=crate.dependencies["arrow-array"])
+                      arrow_version=crate.dependencies["arrow-array"],
+                      serde_version=crate.dependencies["serde"],
+                      schemars_version=crate.dependencies["schemars"],
+                      # a writer's data path encodes CSV with arrow-rs, of the SDK's arrow version; named time
+                      # zones (a column of timestamp[us, tz=Europe/Paris]) need the tz database
+                      arrow_array_features="" if kind == "reader" else ', features = ["chrono-tz"]',
+                      rust_extra_dependencies="" if kind == "reader" else
+                      f'\narrow-csv = {{ version = "{crate.dependencies["arrow-array"]}", default-features = false }}')
     return values
 
 

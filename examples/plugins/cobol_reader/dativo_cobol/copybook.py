@@ -3,13 +3,16 @@
 Supported: levels 01-49 and 77 (66 and 88 are skipped), ``PIC``/``PICTURE`` with ``X``, ``A``, ``9``,
 ``S``, ``V`` and repeat counts, numeric-edited pictures (read as text), ``USAGE`` ``DISPLAY``,
 ``COMP``/``COMP-4``/``BINARY``/``COMP-5``, ``COMP-3``/``PACKED-DECIMAL`` (also on a group, inherited),
-``SIGN [IS] LEADING|TRAILING [SEPARATE]``, fixed ``OCCURS n [TIMES]``, ``REDEFINES``, ``FILLER``,
-``VALUE`` (ignored). Several 01 records in one copybook are alternative layouts of the same record, as if
-each later one ``REDEFINES`` the first. Anything else is refused with the copybook's line number.
+``COMP-1``/``COMP-2`` (floating point), ``PIC N`` (``NATIONAL``, UTF-16), the scaling symbol ``P``,
+``SIGN [IS] LEADING|TRAILING [SEPARATE]``, ``OCCURS n [TIMES]`` and ``OCCURS m TO n [TIMES] DEPENDING ON x``,
+``REDEFINES``, ``FILLER``, ``VALUE`` (ignored). Several 01 records in one copybook are alternative layouts of
+the same record, as if each later one ``REDEFINES`` the first. Anything else is refused with the copybook's
+line number.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,8 @@ import pyarrow as pa
 
 from dativo.errors import ConfigError
 
-Kind = Literal["group", "text", "zoned", "packed", "binary"]
+Kind = Literal["group", "text", "zoned", "packed", "binary", "float", "national"]
+FloatFormat = Literal["IBM", "IEEE754"]
 
 _HINT = "Fix the copybook, or tell the plugin's authors which COBOL clause it should support."
 _USAGES: dict[str, Kind | None] = {
@@ -27,9 +31,12 @@ _USAGES: dict[str, Kind | None] = {
     "COMP": "binary", "COMPUTATIONAL": "binary", "COMP-4": "binary", "COMPUTATIONAL-4": "binary",
     "BINARY": "binary", "COMP-5": "binary", "COMPUTATIONAL-5": "binary",
     "COMP-3": "packed", "COMPUTATIONAL-3": "packed", "PACKED-DECIMAL": "packed",
+    "COMP-1": "float", "COMPUTATIONAL-1": "float", "COMP-2": "float", "COMPUTATIONAL-2": "float",
+    "NATIONAL": "national",
 }
-_UNSUPPORTED_USAGES = {"COMP-1", "COMP-2", "COMPUTATIONAL-1", "COMPUTATIONAL-2", "POINTER", "INDEX",
-                       "NATIONAL", "DISPLAY-1", "FUNCTION-POINTER", "PROCEDURE-POINTER"}
+_FLOAT_SIZES = {"COMP-1": 4, "COMPUTATIONAL-1": 4, "COMP-2": 8, "COMPUTATIONAL-2": 8}
+# Refused, and why: addresses mean nothing off the host; DBCS (DISPLAY-1) needs a double-byte code page.
+_UNSUPPORTED_USAGES = {"POINTER", "INDEX", "DISPLAY-1", "FUNCTION-POINTER", "PROCEDURE-POINTER"}
 _CLAUSES = {"PIC", "PICTURE", "USAGE", "REDEFINES", "OCCURS", "VALUE", "VALUES", "SIGN", "LEADING",
             "TRAILING", "SYNC", "SYNCHRONIZED", "JUSTIFIED", "JUST", "BLANK", "GLOBAL", "EXTERNAL",
             *_USAGES, *_UNSUPPORTED_USAGES}
@@ -51,7 +58,11 @@ class Item:
         signed: Whether the picture has ``S``.
         sign_leading: The sign is on (or before) the first digit instead of the last.
         sign_separate: The sign is a separate ``+``/``-`` byte.
-        occurs: Fixed repetition count, if any.
+        occurs: Repetition count (the maximum for ``OCCURS … DEPENDING ON``), if any; 0 is a legal count of
+            a variable-size table in a concrete layout.
+        occurs_min: The least count of ``OCCURS m TO n``.
+        depending_on: The name of the counter of ``OCCURS … DEPENDING ON``.
+        float_format: How COMP-1/COMP-2 are stored (``IBM`` hexadecimal or ``IEEE754``).
         redefines: The name of the item this one redefines, if any.
         size: Bytes of one occurrence.
         offset: Byte offset of the first occurrence, relative to the parent's start.
@@ -71,6 +82,9 @@ class Item:
     sign_leading: bool = False
     sign_separate: bool = False
     occurs: int | None = None
+    occurs_min: int = 0
+    depending_on: str | None = None
+    float_format: FloatFormat = "IBM"
     redefines: str | None = None
     size: int = 0
     offset: int = 0
@@ -92,14 +106,16 @@ class Item:
     @property
     def extent(self) -> int:
         """Bytes of all occurrences."""
-        return self.size * (self.occurs or 1)
+        return self.size * (1 if self.occurs is None else self.occurs)
 
     def arrow_type(self) -> pa.DataType:
         """The Arrow type of one occurrence (see the README's type mapping)."""
         if self.kind == "group":
             return pa.struct([pa.field(c.column, c.arrow_list_type()) for c in self.selected])
-        if self.kind == "text":
+        if self.kind in ("text", "national"):
             return pa.string()
+        if self.kind == "float":
+            return pa.float32() if self.size == 4 and self.float_format == "IEEE754" else pa.float64()
         if self.kind == "binary":
             unsigned = not self.signed
             if self.scale == 0:
@@ -109,13 +125,19 @@ class Item:
                 return {16: pa.int16(), 32: pa.int32(), 64: pa.int64()}[bits]
             precision = {2: 5, 4: 10, 8: 20 if unsigned else 19}[self.size]
             return pa.decimal128(precision, self.scale)
-        if self.scale == 0 and self.digits <= 18:
-            return pa.int16() if self.digits <= 4 else pa.int32() if self.digits <= 9 else pa.int64()
-        return pa.decimal128(self.digits, self.scale)
+        if self.scale <= 0 and self.precision <= 18:
+            digits = self.precision
+            return pa.int16() if digits <= 4 else pa.int32() if digits <= 9 else pa.int64()
+        return pa.decimal128(self.precision, max(0, self.scale))
+
+    @property
+    def precision(self) -> int:
+        """Decimal digits of the value: the stored digits and any scaling positions ``P``."""
+        return self.digits - self.scale if self.scale < 0 else max(self.digits, self.scale)
 
     def arrow_list_type(self) -> pa.DataType:
         """The Arrow type of the column: a list when the item ``OCCURS``."""
-        return pa.list_(self.arrow_type()) if self.occurs else self.arrow_type()
+        return pa.list_(self.arrow_type()) if self.occurs is not None else self.arrow_type()
 
 
 @dataclass
@@ -131,6 +153,53 @@ class Layout:
     record: Item
     length: int
     schema: pa.Schema
+    root: Item | None = None
+    picks: frozenset[str] = frozenset()
+    segments: frozenset[str] = frozenset()
+
+    def items(self) -> list[Item]:
+        """Every item of the copybook, depth first."""
+        out: list[Item] = []
+        stack = [self.root or self.record]
+        while stack:
+            item = stack.pop()
+            out.append(item)
+            stack.extend(reversed(item.children))
+        return out
+
+    def find(self, name: str) -> Item | None:
+        """The first item named ``name`` (COBOL name, any case)."""
+        return next((i for i in self.items() if i.name.upper() == name.upper()), None)
+
+    def tables(self) -> list[Item]:
+        """The ``OCCURS … DEPENDING ON`` items, in record order."""
+        return [i for i in self.items() if i.depending_on]
+
+    def concrete(self, counts: dict[str, int]) -> Layout:
+        """The layout of records whose variable-size tables (by item name) hold ``counts`` entries: later
+        fields move up (``variable_size_occurs``). The schema stays the declared one."""
+        root = copy.deepcopy(self.root)
+        assert root is not None
+        for item in _walk(root):
+            if item.depending_on:
+                item.occurs = counts[item.name.upper()]
+        _layout(root, "<layout>", set(self.picks), set(), 0, set(self.segments))
+        record = _record_of(root)
+        return Layout(record=record, length=root.size, schema=self.schema, root=root, picks=self.picks,
+                      segments=self.segments)
+
+
+def _walk(item: Item) -> list[Item]:
+    out = [item]
+    for child in item.children:
+        out += _walk(child)
+    return out
+
+
+def _record_of(root: Item) -> Item:
+    if len(root.selected) == 1 and root.selected[0].kind == "group" and root.selected[0].occurs is None:
+        return root.selected[0]  # the usual 01 RECORD: its children are the columns
+    return root
 
 
 def _fail(source: str, line: int, message: str) -> ConfigError:
@@ -139,6 +208,8 @@ def _fail(source: str, line: int, message: str) -> ConfigError:
 
 def _statements(text: str, source: str) -> list[tuple[int, list[str]]]:
     """Split the copybook into period-terminated statements of tokens, each with its first line."""
+    # A transfer from the host often ends the file with Ctrl-Z (X'1A'); other control characters are blanks.
+    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", " ", text.replace("\x1a", ""))
     lines = text.splitlines()
     # Fixed format (sequence area in columns 1-6, indicator in 7, code in 8-72) when every line's first six
     # columns are blank or a sequence number; otherwise free format (a copybook typed without margins).
@@ -180,16 +251,39 @@ def _picture(item: Item, picture: str, source: str) -> None:
     if "(" in expanded or ")" in expanded:
         raise _fail(source, item.line, f"PIC {picture} of {item.name} is not a valid picture string")
     item.picture = picture
+    if item.usage == "float":
+        raise _fail(source, item.line, f"{item.name} is COMP-1/COMP-2 (floating point), which takes no PIC clause")
+    if item.usage == "national" or re.fullmatch(r"N+", expanded):
+        if not re.fullmatch(r"N+", expanded):
+            raise _fail(source, item.line, f"{item.name}: USAGE NATIONAL is read for PIC N(n) only (national "
+                        "numbers are not supported)")
+        item.kind, item.size = "national", 2 * len(expanded)
+        return
     numeric = re.fullmatch(r"(S?)(9*)(?:V(9*))?", expanded)
-    if numeric and (numeric[2] or numeric[3]):
-        item.signed = bool(numeric[1])
-        item.scale = len(numeric[3] or "")
-        item.digits = len(numeric[2]) + item.scale
+    # The scaling symbol P: positions of the value that are not stored (9(3)PP = hundreds; VPP9(3) = 0.00ddd).
+    leading_p = re.fullmatch(r"(S?)V?(P+)(9+)", expanded)
+    trailing_p = re.fullmatch(r"(S?)(9+)(P+)V?", expanded)
+    if (numeric and (numeric[2] or numeric[3])) or leading_p or trailing_p:
+        if leading_p:
+            item.signed, item.digits = bool(leading_p[1]), len(leading_p[3])
+            item.scale = len(leading_p[2]) + item.digits
+        elif trailing_p:
+            item.signed, item.digits = bool(trailing_p[1]), len(trailing_p[2])
+            item.scale = -len(trailing_p[3])
+        else:
+            assert numeric is not None
+            item.signed = bool(numeric[1])
+            item.scale = len(numeric[3] or "")
+            item.digits = len(numeric[2]) + item.scale
         item.kind = item.usage or "zoned"
         if item.digits > 31 or (item.kind == "binary" and item.digits > 18):
             limit = 18 if item.kind == "binary" else 31
             raise _fail(source, item.line, f"PIC {picture} of {item.name} has {item.digits} digits; "
                         f"at most {limit} are supported for this usage")
+        if "P" in expanded and (item.kind == "binary" or item.precision > 31
+                                or (item.scale < 0 and item.precision > 18)):
+            raise _fail(source, item.line, f"PIC {picture} of {item.name}: the scaling symbol P is supported for "
+                        "DISPLAY and COMP-3 values of at most 18 digits before the point and 31 in all")
         if item.kind == "packed":
             item.size = item.digits // 2 + 1
         elif item.kind == "binary":
@@ -197,12 +291,10 @@ def _picture(item: Item, picture: str, source: str) -> None:
         else:
             item.size = item.digits + (1 if item.sign_separate else 0)
         return
-    if "P" in expanded:
-        raise _fail(source, item.line, f"PIC {picture} of {item.name}: the scaling symbol P is not supported")
     if item.usage is not None:
         raise _fail(source, item.line, f"{item.name} is not numeric (PIC {picture}), so it cannot be "
                     f"{'COMP-3' if item.usage == 'packed' else 'COMP/BINARY'}")
-    if not expanded or not re.fullmatch(r"[XA9BZ0/,.+\-*$CRDBE]+", expanded) or expanded.count("V") > 0:
+    if not expanded or not re.fullmatch(r"[XA9BZ0/,.+\-*$CRDBEP]+", expanded) or expanded.count("V") > 0:
         raise _fail(source, item.line, f"PIC {picture} of {item.name} is not a picture string this reader knows")
     item.kind = "text"  # alphanumeric, alphabetic or numeric-edited: read as text
     item.size = len(expanded)
@@ -252,16 +344,28 @@ def _entry(start: int, tokens: list[str], source: str, inherited: Kind | None) -
             if word in _UNSUPPORTED_USAGES or word not in _USAGES:
                 raise _fail(source, start, f"USAGE {word} of {name} is not supported")
             item.usage = _USAGES[word]
+            if word in _FLOAT_SIZES:
+                item.size = _FLOAT_SIZES[word]
         elif word == "REDEFINES":
             item.redefines = take("the name of the redefined item")
         elif word == "OCCURS":
             count = take("a count")
-            if not count.isdigit() or int(count) < 1:
+            least = None
+            if i < len(rest) and rest[i].upper() == "TO":
+                i += 1
+                least, count = count, take("the largest count")
+            if not count.isdigit() or int(count) < 1 or (least is not None and not least.isdigit()):
                 raise _fail(source, start, f"OCCURS {count} of {name} is not a positive count")
             skip_word("TIMES")
-            if i < len(rest) and rest[i].upper() in ("TO", "DEPENDING"):
-                raise _fail(source, start, f"{name}: OCCURS ... DEPENDING ON (variable occurrences) is not "
-                            "supported; only a fixed OCCURS n")
+            if i < len(rest) and rest[i].upper() == "DEPENDING":
+                i += 1
+                skip_word("ON")
+                item.depending_on = take("the name of the counter")
+            elif least is not None:
+                raise _fail(source, start, f"{name}: OCCURS {least} TO {count} needs DEPENDING ON a counter")
+            item.occurs_min = int(least) if least is not None else 0
+            if item.occurs_min > int(count):
+                raise _fail(source, start, f"{name}: OCCURS {least} TO {count}: the least count is larger")
             item.occurs = int(count)
             while i < len(rest) and rest[i].upper() not in _CLAUSES:  # ASCENDING KEY ..., INDEXED BY ...
                 i += 1
@@ -292,14 +396,22 @@ def _entry(start: int, tokens: list[str], source: str, inherited: Kind | None) -
             raise _fail(source, start, f"unexpected '{rest[i - 1]}' in the description of {name}")
     if picture is not None:
         _picture(item, picture, source)
+    elif item.usage == "float" and item.size:
+        item.kind = "float"
     elif item.sign_separate or item.sign_leading:
         raise _fail(source, start, f"{name}: a SIGN clause needs a numeric PIC")
     return item
 
 
-def _layout(item: Item, source: str, picks: set[str], used: set[str], base: int) -> None:
-    """Compute sizes and offsets of a group's children and choose the alternatives that become columns."""
+def _layout(item: Item, source: str, picks: set[str], used: set[str], base: int,
+            segments: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Compute sizes and offsets of a group's children and choose the alternatives that become columns.
+
+    ``picks`` name the one alternative of a REDEFINES to read; ``segments`` name alternatives that are all
+    read (a wide table of a multi-segment file, each null where another segment is in the record).
+    """
     item.absolute = base
+    item.selected = []
     if item.kind != "group":
         return
     if not item.children:
@@ -315,13 +427,13 @@ def _layout(item: Item, source: str, picks: set[str], used: set[str], base: int)
                 raise _fail(source, child.line, f"{child.name} REDEFINES {child.redefines}, which is not an "
                             f"earlier item at the same level of {item.name}")
             child.offset = target.offset
-            _layout(child, source, picks, used, base + child.offset)
+            _layout(child, source, picks, used, base + child.offset, segments)
             extent[id(target)] = max(extent[id(target)], child.extent)
             alternatives[id(target)].append(child)
             cursor = max(cursor, target.offset + extent[id(target)])
         else:
             child.offset = cursor
-            _layout(child, source, picks, used, base + cursor)
+            _layout(child, source, picks, used, base + cursor, segments)
             extent[id(child)] = child.extent
             alternatives[id(child)] = [child]
             by_name[child.name.upper()] = child
@@ -336,24 +448,34 @@ def _layout(item: Item, source: str, picks: set[str], used: set[str], base: int)
         if len(chosen) > 1:
             raise ConfigError(f"options.redefines picks both {chosen[0].name} and {chosen[1].name}, which "
                               "redefine the same bytes", hint="Pick at most one alternative of each REDEFINES.")
-        pick = chosen[0] if chosen else group[0]
-        used.update(c.name.upper() for c in chosen)
-        if pick.filler or (pick.kind == "group" and not pick.selected):
-            continue
-        if pick.column in columns:
-            raise _fail(source, pick.line, f"{pick.name} gives the column '{pick.column}', like "
-                        f"{columns[pick.column].name} on line {columns[pick.column].line}")
-        columns[pick.column] = pick
-        item.selected.append(pick)
+        wide = [c for c in group if c.name.upper() in segments]
+        used.update(c.name.upper() for c in chosen + wide)
+        if wide and not chosen:
+            picked = wide
+        else:
+            # The first alternative that has fields: a first layout of FILLER only must not hide the others.
+            readable = [c for c in group if not (c.filler or (c.kind == "group" and not c.selected))]
+            picked = chosen or readable[:1]
+        for pick in picked:
+            if pick.filler or (pick.kind == "group" and not pick.selected):
+                continue
+            if pick.column in columns:
+                raise _fail(source, pick.line, f"{pick.name} gives the column '{pick.column}', like "
+                            f"{columns[pick.column].name} on line {columns[pick.column].line}")
+            columns[pick.column] = pick
+            item.selected.append(pick)
 
 
-def parse_copybook(text: str, source: str = "<copybook>", redefines: list[str] | tuple[str, ...] = ()) -> Layout:
+def parse_copybook(text: str, source: str = "<copybook>", redefines: list[str] | tuple[str, ...] = (),
+                   segments: list[str] | tuple[str, ...] = (), float_format: FloatFormat = "IBM") -> Layout:
     """Parse a copybook into a :class:`Layout`.
 
     Args:
         text: The copybook's text.
         source: Its name, for messages.
         redefines: Names of REDEFINES alternatives to read instead of the first layout (the redefined item).
+        segments: Names of REDEFINES alternatives that are all read (segments of a multi-segment file).
+        float_format: How COMP-1/COMP-2 are stored: ``IBM`` hexadecimal floating point or ``IEEE754``.
 
     Raises:
         ConfigError: The copybook does not parse or uses something unsupported (the message has the line).
@@ -371,6 +493,7 @@ def parse_copybook(text: str, source: str = "<copybook>", redefines: list[str] |
         entry = _entry(start, tokens, source, parent_usage)
         if entry is None:
             continue
+        entry.float_format = float_format
         parent = stack[-1]
         if parent.kind != "group":
             raise _fail(source, start, f"{parent.name} (line {parent.line}) has a PIC clause, so it cannot "
@@ -384,22 +507,52 @@ def parse_copybook(text: str, source: str = "<copybook>", redefines: list[str] |
     if not root.children:
         raise _fail(source, 1, "no data description entries found")
     picks = {name.upper() for name in redefines}
+    wide = {name.upper() for name in segments}
     used: set[str] = set()
-    _layout(root, source, picks, used, 0)
-    unknown = sorted(picks - used)
+    _layout(root, source, picks, used, 0, wide)
+    unknown = sorted((picks | wide) - used)
     if unknown:
-        raise ConfigError(f"options.redefines names {', '.join(unknown)}, which is not a REDEFINES alternative "
-                          f"in copybook {source}", hint="Name an item that has a REDEFINES clause.")
+        raise ConfigError(f"{'options.redefines' if picks - used else 'options.redefine_segment_id_map'} names "
+                          f"{', '.join(unknown)}, which is not a REDEFINES alternative in copybook {source}",
+                          hint="Name an item that has a REDEFINES clause, or the item it redefines.")
     if not root.selected:
         raise _fail(source, 1, "the record has no fields to read (only FILLER)")
-    record = root
-    if len(root.selected) == 1 and root.selected[0].kind == "group" and not root.selected[0].occurs:
-        record = root.selected[0]  # the usual 01 RECORD: its children are the columns
+    _check_tables(root, source)
+    record = _record_of(root)
     schema = pa.schema([pa.field(c.column, c.arrow_list_type()) for c in record.selected])
-    return Layout(record=record, length=root.size, schema=schema)
+    return Layout(record=record, length=root.size, schema=schema, root=root, picks=frozenset(picks),
+                  segments=frozenset(wide))
 
 
-def load_copybook(path: Path, redefines: list[str] | tuple[str, ...] = ()) -> Layout:
+def _check_tables(root: Item, source: str) -> None:
+    """Every ``DEPENDING ON`` names a numeric elementary item that comes before its table."""
+    items = _walk(root)
+    for table in (i for i in items if i.depending_on):
+        assert table.depending_on is not None
+        counter = next((i for i in items if i.name.upper() == table.depending_on.upper()), None)
+        if counter is None or counter.kind not in ("zoned", "packed", "binary") or counter.scale:
+            raise _fail(source, table.line, f"{table.name} OCCURS … DEPENDING ON {table.depending_on}, which is "
+                        "not an integer field of the copybook")
+        if counter.absolute >= table.absolute or table in _ancestors(root, counter):
+            raise _fail(source, table.line, f"{table.name} OCCURS … DEPENDING ON {counter.name}, which does not "
+                        "come before the table")
+
+
+def _ancestors(root: Item, target: Item) -> list[Item]:
+    """The items enclosing ``target``, outermost first."""
+    def path(item: Item) -> list[Item] | None:
+        if item is target:
+            return []
+        for child in item.children:
+            found = path(child)
+            if found is not None:
+                return [item, *found]
+        return None
+    return path(root) or []
+
+
+def load_copybook(path: Path, redefines: list[str] | tuple[str, ...] = (), segments: list[str] | tuple[str, ...] = (),
+                  float_format: FloatFormat = "IBM") -> Layout:
     """Read and parse a copybook file.
 
     Raises:
@@ -410,4 +563,4 @@ def load_copybook(path: Path, redefines: list[str] | tuple[str, ...] = ()) -> La
     except OSError as exc:
         raise ConfigError(f"cannot read copybook {path}: {exc.strerror}",
                           hint=f"Check options.copybook (relative paths start at {Path.cwd()}).") from None
-    return parse_copybook(text, str(path), redefines)
+    return parse_copybook(text, str(path), redefines, segments, float_format)

@@ -6,11 +6,25 @@ an ``OCCURS``):
 
 - numbers read up to 8 bytes of a field as one big-endian ``uint64`` per row and turn zoned or packed
   digits into binary with SWAR arithmetic (mask the digit nibbles, then combine lanes: ×10, ×100, ×10⁴,
-  ×10⁸), validating every nibble with the same lane arithmetic;
+  ×10⁸), validating every nibble with the same lane arithmetic; up to 18 digits the magnitude stays one
+  ``uint64`` from there to the Arrow buffer, and padding (spaces, low-values) is looked for only among the
+  values that failed those checks;
 - binary integers are the same views read as big-endian ``int16/32/64``;
-- text goes through a 256-entry translation table (``bytes.translate``), and Arrow trims trailing spaces.
+- text goes through one 256-entry table to Latin-1 (``bytes.translate``, a ``width``-byte copy a row to gather
+  it), Arrow trims the padding byte-wise, and only the values left are turned into UTF-8 (as they are when
+  ASCII); values holding characters beyond U+00FF (``€``) are decoded again through the code page alone;
+- COMP-1/COMP-2 are the same views read as IBM hexadecimal (or IEEE 754) floats; NATIONAL is UTF-16 code
+  units turned into UTF-8 with lane arithmetic.
 
-Python loops run over fields and 8-byte chunks of a field, never over rows.
+Python loops run over fields and 8-byte chunks of a field, never over rows. The exceptions are the values the
+fast path finds invalid: a DISPLAY number padded with spaces or low-values, or (in ASCII files) spelled with
+an explicit sign or decimal point, is parsed again value by value (``_lenient``), only for those values; so is
+a text value holding a character beyond U+00FF.
+
+Nulls: a field that starts past the end of a shorter record is null, one cut off by it holds what is there
+(the missing bytes read as spaces); a DISPLAY or packed number that is all spaces or all low-values (X'00') is
+null, and so is a text field of low-values only (unless ``trim`` is ``none``). An invalid number is reported
+as an :class:`Issue`, and with ``invalid="null"`` it is also null in its field.
 """
 
 from __future__ import annotations
@@ -19,50 +33,23 @@ import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dativo_cobol.codepages import CodePage, code_page
 from dativo_cobol.copybook import Item, Layout
 
-_EBCDIC_SPACE = 0x40  # blank numeric DISPLAY fields (all spaces) are read as null
-_EBCDIC_PLUS, _EBCDIC_MINUS = 0x4E, 0x60  # SIGN SEPARATE characters
-_NO_SINGLE_BYTE = 0xFF  # never a byte of UTF-8: marks a code point that needs 2 or 3 UTF-8 bytes
+Trim = Literal["right", "left", "both", "none"]
+Invalid = Literal["null", "reject_record", "fail"]
+_PRESENT = 1 << 40  # "all bytes present" in a frame's avail
 _PAD = 8  # bytes before and after a batch, so any field can be read as the low bytes of an 8-byte word
 _TEN_18 = pa.scalar(Decimal(10**18), pa.decimal128(19, 0))
 _LANES = 0x0F0F0F0F0F0F0F0F
 _SIX = 0x0606060606060606
 _HIGH = 0xF0F0F0F0F0F0F0F0
-
-
-def single_byte_tables(encoding: str) -> tuple[bytes, np.ndarray, np.ndarray, int]:
-    """Translation tables from a single-byte code page to UTF-8.
-
-    Returns:
-        ``(one, three, width, space)``: for ``bytes.translate``, the UTF-8 byte of each code (0xFF when it
-        needs more than one); the up to three UTF-8 bytes of each code and their count; the space's code.
-
-    Raises:
-        LookupError: The encoding is unknown.
-        ValueError: It is not a single-byte code page.
-    """
-    codecs.lookup(encoding)
-    every = bytes(range(256)).decode(encoding, errors="replace")
-    if len(every) != 256 or any(len(c.encode(encoding, errors="replace")) != 1 for c in "A0 é€"):
-        raise ValueError(f"'{encoding}' is not a single-byte code page")
-    three = np.zeros((256, 3), np.uint8)
-    width = np.zeros(256, np.uint8)
-    for code in range(256):
-        text = bytes([code]).decode(encoding, errors="replace")  # undefined codes become U+FFFD
-        if len(text) != 1:
-            raise ValueError(f"'{encoding}' is not a single-byte code page")
-        utf8 = text.encode("utf-8")
-        three[code, : len(utf8)] = np.frombuffer(utf8, np.uint8)
-        width[code] = len(utf8)
-    one = np.where(width == 1, three[:, 0], _NO_SINGLE_BYTE).astype(np.uint8)
-    spaces = np.flatnonzero((width == 1) & (three[:, 0] == 0x20))
-    return one.tobytes(), three, width, int(spaces[0]) if len(spaces) else -1
 
 
 @dataclass(frozen=True)
@@ -153,31 +140,49 @@ class Decoder:
 
     Args:
         layout: The parsed copybook.
-        encoding: Code page of the text fields (a single-byte Python codec such as ``cp037``).
-        trim: Drop trailing spaces of text fields.
+        encoding: Code page of text and DISPLAY numbers (a name, or a :class:`CodePage`).
+        trim: Which padding (spaces and low-values) to drop from text fields: ``right``, ``left``, ``both``,
+            ``none``; ``True``/``False`` mean ``right``/``none``.
+        invalid: ``null``: an invalid number is also null in its field (still reported as an issue).
     """
 
-    def __init__(self, layout: Layout, encoding: str = "cp037", trim: bool = True) -> None:
+    def __init__(self, layout: Layout, encoding: str | CodePage = "cp037", trim: Trim | bool = "right",
+                 invalid: Invalid = "fail") -> None:
         self.layout = layout
-        self.trim = trim
-        self._one, self._three, self._width, _ = single_byte_tables(encoding)
+        self.code_page = encoding if isinstance(encoding, CodePage) else code_page(encoding)
+        self.trim: Trim = "right" if trim is True else "none" if trim is False else trim
+        self.invalid = invalid
+        self._chars = self.code_page.chars or "".join(map(chr, range(256)))
+        self._latin1, self._marker = _latin1_table(self._chars)
+        self._root: _Frame | None = None
+        self._active: dict[str, np.ndarray] = {}
 
-    def decode(self, records: np.ndarray, avail: np.ndarray | None = None) -> tuple[pa.RecordBatch, list[Issue]]:
+    def decode(self, records: np.ndarray, avail: np.ndarray | None = None,
+               active: dict[str, np.ndarray] | None = None) -> tuple[pa.RecordBatch, list[Issue]]:
         """Decode a batch.
 
         Args:
             records: ``uint8`` array of shape ``(rows, layout.length)``.
-            avail: Bytes actually present in each record (variable-length records); fields past it are null.
+            avail: Bytes actually present in each record (variable-length records): a field that starts past
+                it is null; one cut off by it holds what is there.
+            active: Per REDEFINES alternative (upper-case COBOL name) the records whose segment it is; it is
+                null in the others.
 
         Returns:
             The batch and the fields whose bytes did not decode (empty when all is well).
         """
         rows, length = records.shape
-        buffer = np.zeros(rows * length + 2 * _PAD, np.uint8)
+        buffer = np.empty(rows * length + 2 * _PAD, np.uint8)  # one pass: only the pads are zeroed
+        buffer[:_PAD] = buffer[_PAD + rows * length:] = 0
         buffer[_PAD: _PAD + rows * length] = records.reshape(-1)
-        frame = _Frame(buffer, _PAD, (rows,), (length,), avail)
+        if avail is not None and rows and int(avail.min()) < length:
+            matrix = buffer[_PAD: _PAD + rows * length].reshape(rows, length)
+            matrix[np.arange(length)[None, :] >= avail[:, None]] = self.code_page.space
+        frame = _Frame(buffer, _PAD, (rows,), (length,), None if avail is None else avail.astype(np.int64))
+        self._root, self._active = frame, active or {}
         issues: list[Issue] = []
         columns = [self._column(c, frame, (), issues) for c in self.layout.record.selected]
+        self._root, self._active = None, {}
         return pa.RecordBatch.from_arrays(columns, schema=self.layout.schema), issues
 
     # --- structure ------------------------------------------------------------------------------------
@@ -185,11 +190,64 @@ class Decoder:
     def _column(self, item: Item, parent: _Frame, occurs: tuple[tuple[int, int], ...],
                 issues: list[Issue]) -> pa.Array:
         frame = parent.at(item.offset)
-        if not item.occurs:
-            return self._item(item, frame, occurs, issues)
-        values = self._item(item, frame.repeat(item.occurs, item.size), (*occurs, (item.occurs, item.size)), issues)
-        offsets = pa.array(np.arange(0, parent.count * item.occurs + 1, item.occurs, dtype=np.int32))
-        return pa.ListArray.from_arrays(offsets, values, type=pa.list_(values.type))
+        inactive = None
+        if item.name.upper() in self._active:
+            active = np.broadcast_to(self._active[item.name.upper()].reshape(
+                (-1,) + (1,) * (len(frame.shape) - 1)), frame.shape)
+            inactive = ~active.reshape(-1)
+            base = np.full(frame.shape, _PRESENT, np.int64) if frame.avail is None else frame.avail
+            frame = _Frame(frame.buffer, frame.base, frame.shape, frame.strides, np.where(active, base, -1))
+        if item.occurs is None:
+            array = self._item(item, frame, occurs, issues)
+            if inactive is not None and inactive.any() and item.kind == "group":
+                array = pa.StructArray.from_arrays(array.flatten(), fields=list(array.type), mask=pa.array(inactive))
+            return array
+        if item.occurs == 0:  # a variable-size table that is empty in every record of this group
+            offsets = pa.array(np.zeros(parent.count + 1, np.int32))
+            return pa.ListArray.from_arrays(offsets, pa.array([], item.arrow_type()))
+        counts = self._counts(item, frame, issues) if item.depending_on else None
+        table = frame.repeat(item.occurs, item.size)
+        if counts is not None:  # the unused entries of the table are absent: no value, no issue
+            used = np.arange(item.occurs) < counts.reshape(frame.shape)[..., None]
+            avail = np.full(table.shape, _PRESENT, np.int64) if table.avail is None else table.avail
+            table = _Frame(table.buffer, table.base, table.shape, table.strides, np.where(used, avail, -1))
+        values = self._item(item, table, (*occurs, (item.occurs, item.size)), issues)
+        if counts is None:
+            offsets = pa.array(np.arange(0, parent.count * item.occurs + 1, item.occurs, dtype=np.int32))
+        else:
+            values = values.filter(pa.array(used.reshape(-1)))
+            offsets = pa.array(np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int32))
+        mask = None if inactive is None or not inactive.any() else pa.array(inactive)
+        return pa.ListArray.from_arrays(offsets, values, type=pa.list_(values.type), mask=mask)
+
+    def _counts(self, table: Item, frame: _Frame, issues: list[Issue]) -> np.ndarray:
+        """The entries in use of an ``OCCURS … DEPENDING ON`` table: its counter, one per table instance."""
+        root = self.layout.root
+        assert root is not None and self._root is not None and table.depending_on is not None
+        path = _path(root, table.depending_on)
+        counter = path[-1]
+        where = self._root
+        dims: tuple[tuple[int, int], ...] = ()
+        for item in path[1:]:
+            where = where.at(item.offset)
+            if item is not counter and item.occurs is not None:
+                where = where.repeat(item.occurs, item.size)
+                dims = (*dims, (item.occurs, item.size))
+        found: list[Issue] = []
+        values = self._item(counter, where, dims, found).to_numpy(zero_copy_only=False)
+        values = np.nan_to_num(values.astype(np.float64), nan=0).astype(np.int64)
+        if len(where.shape) > len(frame.shape) or where.shape != frame.shape[: len(where.shape)]:
+            raise ValueError(f"the counter {counter.name} of {table.name} is inside a table the OCCURS is not in")
+        values = np.broadcast_to(values.reshape(where.shape + (1,) * (len(frame.shape) - len(where.shape))),
+                                 frame.shape).reshape(-1)
+        present = np.ones(len(values), bool) if frame.avail is None else frame.avail.reshape(-1) > 0
+        wrong = ((values < table.occurs_min) | (values > (table.occurs or 0))) & present
+        if wrong.any():
+            matrix = where.bytes(counter.size)
+            per = len(values) // max(1, where.count)
+            issues.append(Issue(counter, wrong, lambda e: matrix[e // per].tobytes(), dims,
+                                f"count for {table.name} (OCCURS {table.occurs_min} TO {table.occurs})"))
+        return np.clip(np.where(present, values, 0), 0, table.occurs)
 
     def _item(self, item: Item, frame: _Frame, occurs: tuple[tuple[int, int], ...],
               issues: list[Issue]) -> pa.Array:
@@ -197,17 +255,31 @@ class Decoder:
             children = [self._column(c, frame, occurs, issues) for c in item.selected]
             fields = [pa.field(c.column, a.type) for c, a in zip(item.selected, children, strict=True)]
             return pa.StructArray.from_arrays(children, fields=fields)
-        valid = None if frame.avail is None else (frame.avail >= item.size).reshape(-1)
+        cut = item.kind in ("text", "national", "zoned")  # these hold what is there when cut off
+        valid = None if frame.avail is None else (frame.avail > 0 if cut else frame.avail >= item.size).reshape(-1)
         if item.kind == "text":
             return self._text(frame.bytes(item.size), valid)
+        if item.kind == "national":
+            return self._national(frame.bytes(item.size), valid)
         if item.kind == "binary":
             return _binary(item, frame, valid)
+        if item.kind == "float":
+            return _float(item, frame, valid)
         if item.kind == "packed":
             parts, neg, bad = _packed(item, frame)
             what = "packed decimal (COMP-3)"
+            if bad.any():
+                matrix = frame.bytes(item.size)
+                blank = np.zeros(len(bad), bool)
+                rows = np.flatnonzero(bad)
+                blank[rows] = _padding(matrix[rows], self.code_page.space).all(axis=1)
+                bad &= ~blank
+                valid = ~blank if valid is None else valid & ~blank
         else:
-            parts, neg, bad, blank = _zoned(item, frame)
+            parts, neg, bad, blank = _zoned(item, frame, self.code_page)
             what = "zoned decimal"
+            if bad.any():
+                bad, blank = _lenient(item, frame.bytes(item.size), self.code_page, parts, neg, bad, blank)
             if blank.any():
                 valid = ~blank if valid is None else valid & ~blank
         if valid is not None:
@@ -215,27 +287,199 @@ class Decoder:
         if bad.any():
             matrix = frame.bytes(item.size)
             issues.append(Issue(item, bad, lambda e: matrix[e].tobytes(), occurs, what))
+            if self.invalid == "null":
+                valid = ~bad if valid is None else valid & ~bad
         return _number(item, parts, neg, valid)
 
     # --- text -----------------------------------------------------------------------------------------
 
     def _text(self, matrix: np.ndarray, valid: np.ndarray | None) -> pa.Array:
         rows, width = matrix.shape
-        codes = np.ascontiguousarray(matrix)
-        data = np.frombuffer(codes.tobytes().translate(self._one), np.uint8)
-        if (data == _NO_SINGLE_BYTE).any():  # a character outside ASCII: up to three UTF-8 bytes per code
-            widths = self._width[codes]
-            data = self._three[codes][np.arange(3) < widths[..., None]]
+        raw = _field_bytes(matrix)
+        if self.code_page.utf8:
+            return self._finish(_utf8(raw, rows, width), _codes(raw, rows, width), raw, valid)
+        # One table pass to Latin-1 (every character up to U+00FF is one byte there). The padding is trimmed
+        # there, byte-wise, and only what is left goes to UTF-8: ASCII is UTF-8 as it is, the rest through
+        # CPython's Latin-1 → UTF-8 (a copy, then the encoder's ASCII-run fast path), each value's offset grown
+        # by the bytes ≥ 0x80 before it. Characters beyond U+00FF became a marker byte: only the values holding
+        # one are decoded again through the code page's own table.
+        latin = raw.translate(self._latin1)
+        offsets = pa.py_buffer(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
+        if self._marker is not None and latin.find(self._marker) >= 0:
+            return self._finish(self._beyond_latin1(raw, latin, rows, width), _codes(raw, rows, width), raw,
+                                valid)
+        array = pa.Array.from_buffers(pa.string(), rows, [None, offsets, pa.py_buffer(latin)])
+        valid = self._nulls(raw, rows, width, valid)
+        array = _trim(array, self.trim, ascii=True)
+        if not latin.isascii():  # trimming drops padding only, never a byte ≥ 0x80
+            array = _latin1_to_utf8(array, _high(latin, rows, width))
+        return _with_validity(array, valid)
+
+    def _beyond_latin1(self, raw: bytes, latin: bytes, rows: int, width: int) -> pa.Array:
+        """UTF-8 of fixed-width values some of which hold characters beyond U+00FF (untrimmed)."""
+        array = _latin1_to_utf8(pa.Array.from_buffers(pa.string(), rows, [
+            None, pa.py_buffer(np.arange(0, (rows + 1) * width, width, dtype=np.int32)), pa.py_buffer(latin)]),
+            _high(latin, rows, width))
+        wide = np.unique(np.flatnonzero(np.frombuffer(latin, np.uint8) == self._marker[0]) // width)
+        mask = np.zeros(rows, bool)
+        mask[wide] = True
+        again = [codecs.charmap_decode(raw[r * width:(r + 1) * width], "replace", self._chars)[0]
+                 for r in wide.tolist()]
+        return pc.replace_with_mask(array, pa.array(mask), pa.array(again, pa.string()))
+
+    def _nulls(self, raw: bytes, rows: int, width: int, valid: np.ndarray | None) -> np.ndarray | None:
+        """``valid`` and not low-values only (unless trim is none)."""
+        if self.trim != "none" and raw.find(b"\x00") >= 0:
+            lows = ~_codes(raw, rows, width).any(axis=1)
+            valid = ~lows if valid is None else valid & ~lows
+        return valid
+
+    def _finish(self, array: pa.Array, codes: np.ndarray, raw: bytes, valid: np.ndarray | None) -> pa.Array:
+        """Trim the padding (spaces, low-values); a field of low-values only is null unless trim is none."""
+        if self.trim != "none" and raw.find(b"\x00") >= 0:
+            lows = ~codes.any(axis=1)
+            valid = ~lows if valid is None else valid & ~lows
+        return _trim(_with_validity(array, valid), self.trim)
+
+    def _national(self, matrix: np.ndarray, valid: np.ndarray | None) -> pa.Array:
+        """UTF-16 big-endian (``PIC N``) to UTF-8, vectorised for the Basic Multilingual Plane."""
+        rows, width = matrix.shape
+        units = np.ascontiguousarray(matrix).view(">u2").astype(np.uint32)
+        if ((units >= 0xD800) & (units < 0xE000)).any():  # surrogate pairs: let Python's codec do it
+            texts = [np.ascontiguousarray(matrix[r]).tobytes().decode("utf-16-be", errors="replace")
+                     for r in range(rows)]
+            array = pa.array(texts, pa.string())
+        else:
+            widths = np.where(units < 0x80, 1, np.where(units < 0x800, 2, 3)).astype(np.uint8)
+            three = np.empty((*units.shape, 3), np.uint8)
+            three[..., 0] = np.where(widths == 1, units, np.where(widths == 2, 0xC0 | (units >> 6),
+                                                                   0xE0 | (units >> 12)))
+            three[..., 1] = np.where(widths == 2, 0x80 | (units & 0x3F), 0x80 | ((units >> 6) & 0x3F))
+            three[..., 2] = 0x80 | (units & 0x3F)
+            data = three[np.arange(3) < widths[..., None]]
             offsets = np.zeros(rows + 1, np.int32)
             np.cumsum(widths.sum(axis=1, dtype=np.int64), out=offsets[1:])
-        else:
-            offsets = np.arange(0, (rows + 1) * width, width, dtype=np.int32)
-        array = pa.Array.from_buffers(pa.string(), rows,
-                                      [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(data)])
-        return pc.utf8_rtrim(array, characters=" ") if self.trim else array
+            array = pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+        lows = (units != 0).astype(np.uint8)
+        return self._finish(array, lows, b"\x00" if not lows.all() else b"", valid)
+
+
+def _codes(raw: bytes, rows: int, width: int) -> np.ndarray:
+    """The bytes of ``rows`` fixed-width values as a read-only ``(rows, width)`` matrix."""
+    return np.frombuffer(raw, np.uint8).reshape(rows, width)
+
+
+def _trim(array: pa.Array, trim: Trim, ascii: bool = False) -> pa.Array:
+    """Drop spaces and low-values on the ``trim`` side(s); ``ascii``: byte-wise (the values may be Latin-1)."""
+    if trim == "none":
+        return array
+    kernel = {"right": "rtrim", "left": "ltrim", "both": "trim"}[trim]
+    return pc.call_function(f"{'ascii' if ascii else 'utf8'}_{kernel}", [array],
+                            pc.TrimOptions(characters=" \x00"))
+
+
+def _latin1_to_utf8(array: pa.Array, high: np.ndarray) -> pa.Array:
+    """A string array whose bytes are Latin-1 (no nulls) → the same values in UTF-8; ``high``: the bytes ≥ 0x80
+    of each value (each becomes two)."""
+    rows = len(array)
+    offsets = np.frombuffer(array.buffers()[1], np.int32, rows + 1, 4 * array.offset)
+    first, last = int(offsets[0]), int(offsets[-1])
+    shifted = np.empty(rows + 1, np.int64)
+    shifted[0] = 0
+    np.cumsum(high, out=shifted[1:])
+    shifted += offsets - first
+    data = codecs.latin_1_decode(memoryview(array.buffers()[2])[first:last])[0].encode("utf-8")
+    return pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(shifted.astype(np.int32)),
+                                                     pa.py_buffer(data)])
+
+
+def _high(latin: bytes, rows: int, width: int) -> np.ndarray:
+    """How many bytes ≥ 0x80 each of ``rows`` fixed-width values holds."""
+    return np.bincount(np.flatnonzero(np.frombuffer(latin, np.uint8) >= 0x80) // width, minlength=rows)
+
+
+def _with_validity(array: pa.Array, valid: np.ndarray | None) -> pa.Array:
+    """``array`` (no nulls) with the values where ``valid`` is false null."""
+    if valid is None or valid.all():
+        return array
+    if array.offset:  # the validity bitmap starts at the first value
+        array = pa.concat_arrays([array])
+    return pa.Array.from_buffers(array.type, len(array), [_validity(valid), *array.buffers()[1:]],
+                                 offset=array.offset)
+
+
+def _latin1_table(chars: str) -> tuple[bytes, bytes | None]:
+    """A ``bytes.translate`` table from a code page to Latin-1, and the marker byte it writes for the codes whose
+    character is beyond U+00FF (``None`` when there are none): a Latin-1 byte no code stands for, nor a pad."""
+    points = [ord(c) for c in chars]
+    used = {p for p in points if p <= 0xFF}
+    free = [b for b in range(0xFF, 0, -1) if b not in used and b != 0x20]
+    if all(p <= 0xFF for p in points):
+        return bytes(points), None
+    # 256 codes and at least one beyond U+00FF leave a Latin-1 byte unused; only if it is 0x00 or the space
+    # is there none to spare, and then every character goes the slow way (U+FFFD is beyond U+00FF too).
+    marker = free[0] if free else 0xFF
+    table = bytes(p if p <= 0xFF and free else marker for p in points)
+    return table, bytes([marker])
+
+
+def _field_bytes(matrix: np.ndarray) -> bytes:
+    """The bytes of a ``(rows, width)`` view, row after row: one ``width``-byte copy a row (not byte by byte)."""
+    if matrix.strides[-1] == 1 and matrix.shape[-1] > 0:
+        return matrix.view(np.dtype((np.void, matrix.shape[-1]))).tobytes()
+    return matrix.tobytes()
+
+
+def _utf8(raw: bytes, rows: int, width: int) -> pa.Array:
+    """Fixed-width UTF-8 fields as they are; a field that is not valid UTF-8 gets U+FFFD where it breaks."""
+    offsets = np.arange(0, (rows + 1) * width, width, dtype=np.int32)
+    array = pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(raw)])
+    try:
+        array.validate(full=True)
+        return array
+    except pa.ArrowInvalid:
+        return pa.array([raw[r * width:(r + 1) * width].decode("utf-8", errors="replace") for r in range(rows)],
+                        pa.string())
+
+
+def _path(root: Item, name: str) -> list[Item]:
+    """The items from ``root`` down to the first item named ``name``."""
+    def walk(item: Item) -> list[Item] | None:
+        if item.name.upper() == name.upper() and item is not root:
+            return [item]
+        for child in item.children:
+            found = walk(child)
+            if found is not None:
+                return [item, *found]
+        return None
+    found = walk(root)
+    assert found is not None
+    return found
+
+
+def _padding(matrix: np.ndarray, space: int) -> np.ndarray:
+    """Bytes that pad a value: spaces and low-values (X'00')."""
+    return (matrix == space) | (matrix == 0)
 
 
 # --- numbers ----------------------------------------------------------------------------------------------
+
+
+def _float(item: Item, frame: _Frame, valid: np.ndarray | None) -> pa.Array:
+    """COMP-1 (4 bytes) and COMP-2 (8 bytes): IBM hexadecimal floating point, or IEEE 754 big-endian."""
+    arrow_type = item.arrow_type()
+    if item.float_format == "IEEE754":
+        values = frame.view(f">f{item.size}").astype(np.float32 if item.size == 4 else np.float64)
+    else:
+        # sign bit, 7-bit exponent of 16 biased by 64, then a 24- or 56-bit fraction: (-1)^s × 0.f × 16^(e-64).
+        # The fraction converts to float64 with one rounding (exact for COMP-1); the power of two is exact.
+        word = frame.view(f">u{item.size}").astype(np.uint64)
+        bits = 8 * item.size
+        fraction = word & np.uint64((1 << (bits - 8)) - 1)
+        exponent = ((word >> np.uint64(bits - 8)) & np.uint64(0x7F)).astype(np.int64)
+        values = np.ldexp(fraction.astype(np.float64), (4 * (exponent - 64) - (bits - 8)).astype(np.int32))
+        values = np.where((word >> np.uint64(bits - 1)) != 0, -values, values)
+    return pa.array(values, type=arrow_type, mask=None if valid is None else ~valid)
 
 
 def _binary(item: Item, frame: _Frame, valid: np.ndarray | None) -> pa.Array:
@@ -262,47 +506,144 @@ def _combine(pairs: np.ndarray) -> np.ndarray:
     return (x >> 32) * 100_000_000 + (x & 0xFFFFFFFF)
 
 
-def _zoned(item: Item, frame: _Frame) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Zoned decimals (one digit a byte, zone F; sign overpunched on the last or first digit, or separate).
+# ASCII overpunch: the last (or first) digit of a signed DISPLAY number carries the sign: { A-I for +0..+9,
+# } J-R for -0..-9; a plain digit is positive. Byte value -> digit (0xFF: not a signed digit), negative flag.
+_ASCII_DIGIT = np.full(256, 0xFF, np.uint8)
+_ASCII_NEG = np.zeros(256, bool)
+for _d in range(10):
+    _ASCII_DIGIT[0x30 + _d] = _d
+    _ASCII_DIGIT[0x7B if _d == 0 else 0x40 + _d] = _d  # { A..I
+    _ASCII_DIGIT[0x7D if _d == 0 else 0x49 + _d] = _d  # } J..R
+    _ASCII_NEG[0x7D if _d == 0 else 0x49 + _d] = True
+
+
+def _zoned(item: Item, frame: _Frame, cp: CodePage) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Zoned decimals (one digit a byte, zone F or 3; sign overpunched on the last or first digit, or separate).
 
     Returns:
-        ``(parts, neg, bad, blank)``: the magnitude in base-10⁸ parts (least significant first), negative
-        flags, invalid flags, and flags of fields that are all spaces.
+        ``(parts, neg, bad, blank)``: the magnitude (one array up to 18 digits, else base-10⁸ parts, least
+        significant first), negative flags, invalid flags, and flags of fields that are all spaces or all
+        low-values.
     """
     count = frame.count
     size, start, digits, position = item.size, 0, item.digits, -1
+    high = _HIGH if cp.family == "ebcdic" else 0x3030303030303030
+    fix: tuple[int, np.ndarray] | None = None  # ASCII overpunch: the sign byte's position and its digit byte
     if item.sign_separate:
         sign = frame.view(np.uint8, 0 if item.sign_leading else size - 1)
         start = 1 if item.sign_leading else 0
-        neg = sign == _EBCDIC_MINUS
-        bad = (sign != _EBCDIC_PLUS) & ~neg
+        neg = sign == cp.minus
+        bad = (sign != cp.plus) & ~neg
     else:
         position = 0 if item.sign_leading else size - 1
-        zone = frame.view(np.uint8, position) >> 4
-        if item.signed:  # C, A, E, F: positive; D, B: negative
-            neg = (zone == 0xD) | (zone == 0xB)
-            bad = zone < 0xA
+        byte = frame.view(np.uint8, position)
+        if cp.family == "ascii":
+            digit = _ASCII_DIGIT[byte]
+            bad = digit == 0xFF
+            neg = _ASCII_NEG[byte] if item.signed else np.zeros(count, bool)
+            if not item.signed:
+                bad = (byte < 0x30) | (byte > 0x39)
+            fix = (position, (0x30 | (digit & 0x0F)).astype(np.uint64))
         else:
-            neg = np.zeros(count, bool)
-            bad = (zone != 0xF) & (zone != 0xC)
-    blank = np.ones(count, bool)
+            zone = byte >> 4
+            if item.signed:  # C, A, E, F: positive; D, B: negative
+                neg = (zone == 0xD) | (zone == 0xB)
+                bad = zone < 0xA
+            else:
+                neg = np.zeros(count, bool)
+                bad = (zone != 0xF) & (zone != 0xC)
     parts: list[np.ndarray] = []
     for end in range(start + digits, start, -8):  # 8-byte chunks from the right
         width = min(8, end - start)
         word = frame.word(end, width)
         mask = (1 << (8 * width)) - 1
-        blank &= word == (0x4040404040404040 & mask)
+        if fix is not None and (end - 1 - fix[0]) in range(width):
+            shift = np.uint64(8 * (end - 1 - fix[0]))
+            word = (word & ~(np.uint64(0xFF) << shift)) | (fix[1] << shift)
         zones = word & (_HIGH & mask)
-        if not item.sign_separate and (end - 1 - position) in range(width):  # the overpunched byte
-            zones |= np.uint64(0xF0 << (8 * (end - 1 - position)))
+        if fix is None and not item.sign_separate and (end - 1 - position) in range(width):  # the overpunch
+            zones |= np.uint64((high & 0xFF) << (8 * (end - 1 - position)))
         nibbles = word & _LANES
-        bad |= (zones != (_HIGH & mask)) | (((nibbles + _SIX) & _HIGH) != 0)
+        bad |= (zones != (high & mask)) | (((nibbles + _SIX) & _HIGH) != 0)
         # 16-bit lanes: high byte × 10 + low byte, so every byte pair spells 0..99; then the usual combine.
         pairs = ((nibbles >> 8) & 0x00FF00FF00FF00FF) * 10 + (nibbles & 0x00FF00FF00FF00FF)
         parts.append(_combine_pairs_of_digits(pairs))
-    if item.sign_separate:
-        blank &= frame.view(np.uint8, 0 if item.sign_leading else size - 1) == _EBCDIC_SPACE
+    # A field of spaces or low-values fails the digit checks, so only the invalid values can be padding.
+    blank = np.zeros(count, bool)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        matrix = frame.bytes(size)[rows]
+        blank[rows] = (matrix == cp.space).all(axis=1) | (matrix == 0).all(axis=1)
+    if item.digits <= 18:  # one int64-sized magnitude instead of base-10⁸ parts
+        parts = [_joined(parts)]
     return parts, neg, bad & ~blank, blank
+
+
+def _lenient(item: Item, matrix: np.ndarray, cp: CodePage, parts: list[np.ndarray], neg: np.ndarray,
+             bad: np.ndarray, blank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parse again, value by value, the DISPLAY numbers the fast path found invalid: padded with spaces or
+    low-values on either side, an explicit leading or trailing ``+``/``-``, an explicit decimal point. Fills
+    ``parts`` and ``neg`` in place for those that parse.
+
+    Returns:
+        ``(bad, blank)`` updated.
+    """
+    bad, blank = bad.copy(), blank.copy()
+    for element in np.flatnonzero(bad):
+        parsed = _parse_display(bytes(matrix[element]), item, cp)
+        if parsed is None:
+            continue
+        if parsed == "blank":
+            blank[element], bad[element] = True, False
+            continue
+        magnitude, negative = parsed
+        if item.digits <= 18:
+            parts[0][element] = magnitude
+        for i in range(len(parts) if item.digits > 18 else 0):
+            parts[i][element] = (magnitude // 10 ** (8 * i)) % 10**8
+        neg[element] = negative
+        bad[element] = False
+    return bad, blank
+
+
+def _parse_display(raw: bytes, item: Item, cp: CodePage) -> tuple[int, bool] | str | None:
+    """One DISPLAY number read leniently: ``(unscaled magnitude, negative)``, ``"blank"``, or ``None``."""
+    core = raw.strip(bytes([cp.space, 0]))
+    if not core:
+        return "blank"
+    negative = False
+    if core[:1] in (bytes([cp.plus]), bytes([cp.minus])):
+        negative, core = core[0] == cp.minus, core[1:]
+    elif core[-1:] in (bytes([cp.plus]), bytes([cp.minus])):
+        negative, core = core[-1] == cp.minus, core[:-1]
+    elif core and item.signed:
+        for index in (0, len(core) - 1) if item.sign_leading else (len(core) - 1, 0):
+            byte = core[index]
+            if cp.family == "ebcdic" and byte >> 4 in (0xA, 0xB, 0xC, 0xD, 0xE) and byte & 0xF <= 9:
+                negative = byte >> 4 in (0xB, 0xD)
+                core = core[:index] + bytes([0xF0 | (byte & 0xF)]) + core[index + 1:]
+                break
+            if cp.family == "ascii" and _ASCII_DIGIT[byte] != 0xFF and not 0x30 <= byte <= 0x39:
+                negative = bool(_ASCII_NEG[byte])
+                core = core[:index] + bytes([0x30 | int(_ASCII_DIGIT[byte])]) + core[index + 1:]
+                break
+    if negative and not item.signed:
+        return None
+    integer, point, fraction = core.partition(bytes([cp.point]))
+    if point and (item.scale <= 0 or len(fraction) > item.scale):
+        return None
+    digits = integer + fraction + (bytes([cp.zone << 4]) * (item.scale - len(fraction)) if point else b"")
+    if not digits or any(b >> 4 != cp.zone or b & 0xF > 9 for b in digits) or len(digits) > item.digits:
+        return None
+    return int("".join(str(b & 0xF) for b in digits)), negative
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Base-10⁸ parts (least significant first) of at most 18 digits → one ``uint64`` magnitude."""
+    value = parts[0]
+    for i, part in enumerate(parts[1:], 1):
+        value = value + part * np.uint64(10 ** (8 * i))
+    return value
 
 
 def _combine_pairs_of_digits(x: np.ndarray) -> np.ndarray:
@@ -315,8 +656,8 @@ def _packed(item: Item, frame: _Frame) -> tuple[list[np.ndarray], np.ndarray, np
     """Packed decimals (two digits a byte, the sign in the last nibble).
 
     Returns:
-        ``(parts, neg, bad)``: the magnitude in base-10⁸ parts (least significant first), negative flags and
-        invalid flags.
+        ``(parts, neg, bad)``: the magnitude (one array up to 18 digits, else base-10⁸ parts, least
+        significant first), negative flags and invalid flags.
     """
     count, size = frame.count, item.size
     parts16: list[np.ndarray] = []  # base 10^15 for the last chunk (15 digits + sign), then base 10^16
@@ -337,6 +678,11 @@ def _packed(item: Item, frame: _Frame) -> tuple[list[np.ndarray], np.ndarray, np
     else:
         neg = np.zeros(count, bool)
         bad |= (sign != 0xF) & (sign != 0xC)
+    if item.digits <= 18:  # chunk 0 holds 15 digits, chunk 1 (if any) at most the next 3
+        value = parts16[0] if len(parts16) == 1 else parts16[0] + parts16[1] * np.uint64(10**15)
+        # An even digit count leaves a pad nibble that must be 0: a value with more digits than the PIC is bad.
+        bad |= value >= np.uint64(10**item.digits)
+        return [value], neg, bad
     # Re-base to 10^8 parts, like zoned: chunk 0 holds 15 digits, chunk 1 the next 16.
     first = parts16[0]
     parts = [first % 100_000_000, first // 100_000_000]
@@ -363,12 +709,13 @@ def _too_big(parts: list[np.ndarray], digits: int) -> np.ndarray:
 
 
 def _number(item: Item, parts: list[np.ndarray], neg: np.ndarray, valid: np.ndarray | None) -> pa.Array:
-    """An Arrow integer or decimal array from base-10⁸ magnitude parts and signs."""
+    """An Arrow integer or decimal array from magnitudes (see :func:`_zoned`) and signs; may reuse ``parts``."""
     rows = len(neg)
     arrow_type = item.arrow_type()
-    parts = [p.astype(np.int64) for p in parts] + [np.zeros(rows, np.int64)] * 4
     if item.digits <= 18:
-        values = parts[0] + parts[1] * 10**8 + parts[2] * 10**16
+        values = parts[0].view(np.int64)  # below 10^18: the same bits
+        if item.scale < 0:  # PIC 9(n)P…: the scaling positions are zeros that are not stored
+            values *= 10 ** -item.scale
         np.negative(values, out=values, where=neg)
         if pa.types.is_integer(arrow_type):
             return pa.array(values.astype(arrow_type.to_pandas_dtype()), type=arrow_type,
@@ -378,6 +725,7 @@ def _number(item: Item, parts: list[np.ndarray], neg: np.ndarray, valid: np.ndar
         wide[:, 1] = values >> 63
         return pa.Array.from_buffers(arrow_type, rows, [_validity(valid), pa.py_buffer(wide)])
     # More than 18 digits: high part × 10^18 + low part, in Arrow's 128-bit decimal arithmetic.
+    parts = [p.astype(np.int64) for p in parts] + [np.zeros(rows, np.int64)] * 4
     low = parts[0] + parts[1] * 10**8 + (parts[2] % 100) * 10**16
     high = parts[2] // 100 + parts[3] * 10**6
     total = pc.add(pc.multiply(_decimal(high, pa.decimal128(13, 0)), _TEN_18), _decimal(low, pa.decimal128(18, 0)))

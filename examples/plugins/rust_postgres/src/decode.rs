@@ -1,19 +1,26 @@
-//! PostgreSQL binary values straight into Arrow builders, one decoder per output column.
+//! PostgreSQL binary values straight into Arrow buffers, one decoder per output column.
 //!
 //! The decoder is chosen by the column's Arrow type in the planned schema; the SELECT of the split
 //! has already cast every column whose PostgreSQL type has no direct Arrow counterpart to `text`,
 //! `int8` or `float8` (see `dativo.readers.postgres.catalog`), so each Arrow type has exactly one
 //! PostgreSQL binary format behind it.
+//!
+//! Values go into plain vectors sized for a whole batch (fixed-width values are one big-endian load
+//! and one push; text is appended to one byte buffer and checked as UTF-8 once per batch), a validity
+//! bitmap exists only once a column has held a NULL, and each finished vector becomes its Arrow
+//! buffer without a copy.
 
 use std::sync::Arc;
 
-use dativo_plugin::arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use dativo_plugin::arrow_array::types::{
+    ArrowPrimitiveType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, IntervalMonthDayNano, IntervalMonthDayNanoType, Time64MicrosecondType,
+    TimestampMicrosecondType,
 };
-use dativo_plugin::arrow_array::types::IntervalMonthDayNano;
-use dativo_plugin::arrow_array::ArrayRef;
+use dativo_plugin::arrow_array::{
+    ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, PrimitiveArray, StringArray,
+};
 use dativo_plugin::arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
 use dativo_plugin::Error;
 
@@ -78,21 +85,68 @@ impl Kind {
     }
 }
 
-enum Builder {
-    Bool(BooleanBuilder),
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Decimal(Decimal128Builder),
-    Utf8(StringBuilder),
-    Binary(BinaryBuilder),
-    Date32(Date32Builder),
-    Time64(Time64MicrosecondBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
-    Interval(IntervalMonthDayNanoBuilder),
-    Uuid(FixedSizeBinaryBuilder),
+/// A column's values of the batch being built, in the layout of its Arrow buffers.
+enum Values {
+    Bool(BooleanBufferBuilder),
+    Int16(Vec<i16>),
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+    Float32(Vec<f32>),
+    Float64(Vec<f64>),
+    Decimal(Vec<i128>),
+    /// Utf8 and Binary: `offsets` has one more entry than there are values.
+    Bytes {
+        offsets: Vec<i32>,
+        data: Vec<u8>,
+    },
+    Date32(Vec<i32>),
+    Time64(Vec<i64>),
+    Timestamp(Vec<i64>),
+    Interval(Vec<IntervalMonthDayNano>),
+    Uuid(Vec<u8>),
+}
+
+impl Values {
+    fn new(kind: Kind, rows: usize, bytes: usize) -> Self {
+        match kind {
+            Kind::Bool => Values::Bool(BooleanBufferBuilder::new(rows)),
+            Kind::Int16 => Values::Int16(Vec::with_capacity(rows)),
+            Kind::Int32 => Values::Int32(Vec::with_capacity(rows)),
+            Kind::Int64 => Values::Int64(Vec::with_capacity(rows)),
+            Kind::Float32 => Values::Float32(Vec::with_capacity(rows)),
+            Kind::Float64 => Values::Float64(Vec::with_capacity(rows)),
+            Kind::Decimal { .. } => Values::Decimal(Vec::with_capacity(rows)),
+            Kind::Utf8 | Kind::Binary => {
+                let mut offsets = Vec::with_capacity(rows + 1);
+                offsets.push(0);
+                Values::Bytes {
+                    offsets,
+                    data: Vec::with_capacity(bytes),
+                }
+            }
+            Kind::Date32 => Values::Date32(Vec::with_capacity(rows)),
+            Kind::Time64 => Values::Time64(Vec::with_capacity(rows)),
+            Kind::Timestamp => Values::Timestamp(Vec::with_capacity(rows)),
+            Kind::Interval => Values::Interval(Vec::with_capacity(rows)),
+            Kind::Uuid => Values::Uuid(Vec::with_capacity(rows * 16)),
+        }
+    }
+
+    /// A placeholder under a NULL (Arrow requires a slot; its content is never read).
+    fn push_default(&mut self) {
+        match self {
+            Values::Bool(b) => b.append(false),
+            Values::Int16(v) => v.push(0),
+            Values::Int32(v) | Values::Date32(v) => v.push(0),
+            Values::Int64(v) | Values::Time64(v) | Values::Timestamp(v) => v.push(0),
+            Values::Float32(v) => v.push(0.0),
+            Values::Float64(v) => v.push(0.0),
+            Values::Decimal(v) => v.push(0),
+            Values::Bytes { offsets, data } => offsets.push(data.len() as i32),
+            Values::Interval(v) => v.push(IntervalMonthDayNano::new(0, 0, 0)),
+            Values::Uuid(v) => v.extend_from_slice(&[0; 16]),
+        }
+    }
 }
 
 /// Why one value could not be decoded (the column decoder adds which column and dataset).
@@ -109,52 +163,25 @@ type Decoded = Result<(), Problem>;
 pub struct ColumnDecoder {
     field: Arc<Field>,
     kind: Kind,
-    builder: Builder,
+    values: Values,
+    /// Validity of the values so far; `None` while every value is valid.
+    nulls: Option<BooleanBufferBuilder>,
+    len: usize,
     rows: usize,
-    text_bytes: usize,
 }
 
 impl ColumnDecoder {
     /// A decoder for `field`, or `None` if its type is not supported.
     pub fn new(field: Arc<Field>, rows: usize) -> Option<Self> {
         let kind = Kind::of(&field)?;
-        let builder = Self::builder(&field, kind, rows, 0);
         Some(Self {
+            values: Values::new(kind, rows, 0),
             field,
             kind,
-            builder,
+            nulls: None,
+            len: 0,
             rows,
-            text_bytes: 0,
         })
-    }
-
-    fn builder(field: &Field, kind: Kind, rows: usize, bytes: usize) -> Builder {
-        match kind {
-            Kind::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
-            Kind::Int16 => Builder::Int16(Int16Builder::with_capacity(rows)),
-            Kind::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
-            Kind::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
-            Kind::Float32 => Builder::Float32(Float32Builder::with_capacity(rows)),
-            Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
-            Kind::Decimal { precision, scale } => Builder::Decimal(
-                Decimal128Builder::with_capacity(rows)
-                    .with_precision_and_scale(precision, scale)
-                    .expect("precision and scale come from a valid Arrow type"),
-            ),
-            Kind::Utf8 => Builder::Utf8(StringBuilder::with_capacity(rows, bytes)),
-            Kind::Binary => Builder::Binary(BinaryBuilder::with_capacity(rows, bytes)),
-            Kind::Date32 => Builder::Date32(Date32Builder::with_capacity(rows)),
-            Kind::Time64 => Builder::Time64(Time64MicrosecondBuilder::with_capacity(rows)),
-            Kind::Timestamp => {
-                let tz = match field.data_type() {
-                    DataType::Timestamp(_, tz) => tz.clone(),
-                    _ => None,
-                };
-                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone_opt(tz))
-            }
-            Kind::Interval => Builder::Interval(IntervalMonthDayNanoBuilder::with_capacity(rows)),
-            Kind::Uuid => Builder::Uuid(FixedSizeBinaryBuilder::with_capacity(rows, 16)),
-        }
     }
 
     /// Append a NULL.
@@ -165,73 +192,72 @@ impl ColumnDecoder {
                 self.field.name()
             )));
         }
-        match &mut self.builder {
-            Builder::Bool(b) => b.append_null(),
-            Builder::Int16(b) => b.append_null(),
-            Builder::Int32(b) => b.append_null(),
-            Builder::Int64(b) => b.append_null(),
-            Builder::Float32(b) => b.append_null(),
-            Builder::Float64(b) => b.append_null(),
-            Builder::Decimal(b) => b.append_null(),
-            Builder::Utf8(b) => b.append_null(),
-            Builder::Binary(b) => b.append_null(),
-            Builder::Date32(b) => b.append_null(),
-            Builder::Time64(b) => b.append_null(),
-            Builder::Timestamp(b) => b.append_null(),
-            Builder::Interval(b) => b.append_null(),
-            Builder::Uuid(b) => b.append_null(),
-        }
+        let (len, rows) = (self.len, self.rows);
+        let nulls = self.nulls.get_or_insert_with(|| {
+            let mut nulls = BooleanBufferBuilder::new(rows.max(len + 1));
+            nulls.append_n(len, true);
+            nulls
+        });
+        nulls.append(false);
+        self.values.push_default();
+        self.len += 1;
         Ok(())
     }
 
     /// Append one value in PostgreSQL's binary format.
+    #[inline]
     pub fn append(&mut self, value: &[u8], dataset: &str) -> Result<(), Error> {
-        self.append_value(value)
-            .map_err(|problem| self.error(problem, dataset))
+        match self.append_value(value) {
+            Ok(()) => {
+                if let Some(nulls) = &mut self.nulls {
+                    nulls.append(true);
+                }
+                self.len += 1;
+                Ok(())
+            }
+            Err(problem) => Err(self.error(problem, dataset)),
+        }
     }
 
     #[inline]
     fn append_value(&mut self, v: &[u8]) -> Decoded {
-        match &mut self.builder {
-            Builder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
-            Builder::Int16(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
-            Builder::Int32(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
-            Builder::Int64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
-            Builder::Float32(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
-            Builder::Float64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
-            Builder::Decimal(b) => {
+        match &mut self.values {
+            Values::Bool(b) => b.append(fixed::<1>(v)?[0] != 0),
+            Values::Int16(b) => b.push(i16::from_be_bytes(fixed(v)?)),
+            Values::Int32(b) => b.push(i32::from_be_bytes(fixed(v)?)),
+            Values::Int64(b) => b.push(i64::from_be_bytes(fixed(v)?)),
+            Values::Float32(b) => b.push(f32::from_be_bytes(fixed(v)?)),
+            Values::Float64(b) => b.push(f64::from_be_bytes(fixed(v)?)),
+            Values::Decimal(b) => {
                 let Kind::Decimal { precision, scale } = self.kind else {
                     unreachable!()
                 };
-                b.append_value(numeric(v, precision, scale)?)
+                b.push(numeric(v, precision, scale)?)
             }
-            Builder::Utf8(b) => {
-                let text = std::str::from_utf8(v)
-                    .map_err(|e| Problem::Malformed(format!("the text is not valid UTF-8 ({e})")))?;
-                self.text_bytes += v.len();
-                b.append_value(text)
+            Values::Bytes { offsets, data } => {
+                data.extend_from_slice(v);
+                let end = i32::try_from(data.len()).map_err(|_| {
+                    Problem::DoesNotFit("the batch's values exceed 2 GiB; lower batch_size_bytes".into())
+                })?;
+                offsets.push(end)
             }
-            Builder::Binary(b) => {
-                self.text_bytes += v.len();
-                b.append_value(v)
-            }
-            Builder::Date32(b) => {
+            Values::Date32(b) => {
                 let days = i32::from_be_bytes(fixed(v)?);
-                b.append_value(
+                b.push(
                     days.checked_add(DAYS_2000)
                         .ok_or_else(|| out_of_range("date", days))?,
                 )
             }
-            Builder::Time64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
-            Builder::Timestamp(b) => {
+            Values::Time64(b) => b.push(i64::from_be_bytes(fixed(v)?)),
+            Values::Timestamp(b) => {
                 let micros = i64::from_be_bytes(fixed(v)?);
-                b.append_value(
+                b.push(
                     micros
                         .checked_add(MICROS_2000)
                         .ok_or_else(|| out_of_range("timestamp", micros))?,
                 )
             }
-            Builder::Interval(b) => {
+            Values::Interval(b) => {
                 let v: [u8; 16] = fixed(v)?;
                 let micros = i64::from_be_bytes(v[0..8].try_into().expect("8 bytes"));
                 let days = i32::from_be_bytes(v[8..12].try_into().expect("4 bytes"));
@@ -239,11 +265,9 @@ impl ColumnDecoder {
                 let nanos = micros
                     .checked_mul(1000)
                     .ok_or_else(|| out_of_range("interval", micros))?;
-                b.append_value(IntervalMonthDayNano::new(months, days, nanos))
+                b.push(IntervalMonthDayNano::new(months, days, nanos))
             }
-            Builder::Uuid(b) => b
-                .append_value(fixed::<16>(v)?)
-                .map_err(|e| Problem::Malformed(e.to_string()))?,
+            Values::Uuid(b) => b.extend_from_slice(&fixed::<16>(v)?),
         }
         Ok(())
     }
@@ -274,28 +298,75 @@ impl ColumnDecoder {
         }
     }
 
-    /// The array of the values appended since the last call; the builder starts afresh.
-    pub fn finish(&mut self) -> ArrayRef {
-        // Size the next batch's buffers like this one's, so they are not grown value by value.
-        let fresh = Self::builder(&self.field, self.kind, self.rows, self.text_bytes);
-        self.text_bytes = 0;
-        match std::mem::replace(&mut self.builder, fresh) {
-            Builder::Bool(mut b) => Arc::new(b.finish()),
-            Builder::Int16(mut b) => Arc::new(b.finish()),
-            Builder::Int32(mut b) => Arc::new(b.finish()),
-            Builder::Int64(mut b) => Arc::new(b.finish()),
-            Builder::Float32(mut b) => Arc::new(b.finish()),
-            Builder::Float64(mut b) => Arc::new(b.finish()),
-            Builder::Decimal(mut b) => Arc::new(b.finish()),
-            Builder::Utf8(mut b) => Arc::new(b.finish()),
-            Builder::Binary(mut b) => Arc::new(b.finish()),
-            Builder::Date32(mut b) => Arc::new(b.finish()),
-            Builder::Time64(mut b) => Arc::new(b.finish()),
-            Builder::Timestamp(mut b) => Arc::new(b.finish()),
-            Builder::Interval(mut b) => Arc::new(b.finish()),
-            Builder::Uuid(mut b) => Arc::new(b.finish()),
-        }
+    /// The array of the values appended since the last call; the next batch starts with fresh buffers.
+    ///
+    /// Raises a read error naming the column if its text is not valid UTF-8 (checked once per batch).
+    pub fn finish(&mut self, dataset: &str) -> Result<ArrayRef, Error> {
+        // Size the next batch's text buffer like this one's, so it is not grown value by value.
+        let bytes = match &self.values {
+            Values::Bytes { data, .. } => data.len(),
+            _ => 0,
+        };
+        let values = std::mem::replace(&mut self.values, Values::new(self.kind, self.rows, bytes));
+        let nulls = self.nulls.take().map(|mut b| NullBuffer::new(b.finish()));
+        self.len = 0;
+        let field = &self.field;
+        let array: ArrayRef = match values {
+            Values::Bool(mut b) => Arc::new(BooleanArray::new(b.finish(), nulls)),
+            Values::Int16(v) => primitive::<Int16Type>(v, nulls),
+            Values::Int32(v) => primitive::<Int32Type>(v, nulls),
+            Values::Int64(v) => primitive::<Int64Type>(v, nulls),
+            Values::Float32(v) => primitive::<Float32Type>(v, nulls),
+            Values::Float64(v) => primitive::<Float64Type>(v, nulls),
+            Values::Decimal(v) => {
+                let Kind::Decimal { precision, scale } = self.kind else {
+                    unreachable!()
+                };
+                let array = PrimitiveArray::<Decimal128Type>::new(ScalarBuffer::from(v), nulls)
+                    .with_precision_and_scale(precision, scale)
+                    .map_err(|e| Error::schema(e.to_string()))?;
+                Arc::new(array)
+            }
+            Values::Bytes { offsets, data } => {
+                let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+                let data = Buffer::from_vec(data);
+                if matches!(self.kind, Kind::Utf8) {
+                    let array = StringArray::try_new(offsets, data, nulls).map_err(|e| {
+                        self.error(
+                            Problem::Malformed(format!("the text is not valid UTF-8 ({e})")),
+                            dataset,
+                        )
+                    })?;
+                    Arc::new(array)
+                } else {
+                    Arc::new(BinaryArray::new(offsets, data, nulls))
+                }
+            }
+            Values::Date32(v) => primitive::<Date32Type>(v, nulls),
+            Values::Time64(v) => primitive::<Time64MicrosecondType>(v, nulls),
+            Values::Timestamp(v) => {
+                let tz = match field.data_type() {
+                    DataType::Timestamp(_, tz) => tz.clone(),
+                    _ => None,
+                };
+                Arc::new(
+                    PrimitiveArray::<TimestampMicrosecondType>::new(ScalarBuffer::from(v), nulls)
+                        .with_timezone_opt(tz),
+                )
+            }
+            Values::Interval(v) => primitive::<IntervalMonthDayNanoType>(v, nulls),
+            Values::Uuid(v) => Arc::new(
+                FixedSizeBinaryArray::try_new(16, Buffer::from_vec(v), nulls)
+                    .map_err(|e| Error::schema(e.to_string()))?,
+            ),
+        };
+        Ok(array)
     }
+}
+
+/// A primitive array over `values`, which becomes its buffer without a copy.
+fn primitive<T: ArrowPrimitiveType>(values: Vec<T::Native>, nulls: Option<NullBuffer>) -> ArrayRef {
+    Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(values), nulls))
 }
 
 /// The value as exactly `N` bytes, or an error saying how many came instead.
@@ -325,6 +396,17 @@ fn type_name(data_type: &DataType, kind: Kind) -> String {
         _ => data_type.to_string().to_lowercase(),
     }
 }
+
+/// 10^0 … 10^38, every power a `decimal128` can hold.
+const POW10: [i128; 39] = {
+    let mut table = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
 
 const NUMERIC_POS: u16 = 0x0000;
 const NUMERIC_NEG: u16 = 0x4000;
@@ -362,32 +444,37 @@ fn numeric(v: &[u8], precision: u8, scale: i8) -> Result<i128, Problem> {
         other => return Err(Problem::Malformed(format!("unknown numeric sign 0x{other:04x}"))),
     };
     let too_big = || Problem::DoesNotFit(format!("{} has more digits than the precision allows", text(v)));
+    let too_fine = || {
+        Problem::DoesNotFit(format!(
+            "{} has more fractional digits than the scale ({scale}) allows",
+            text(v)
+        ))
+    };
     let mut unscaled: i128 = 0;
     for (i, pair) in v[8..].chunks_exact(2).enumerate() {
-        let digit = i16::from_be_bytes([pair[0], pair[1]]) as i128;
+        let digit = i16::from_be_bytes([pair[0], pair[1]]) as i32;
         if digit == 0 {
             continue;
         }
-        // This digit is worth digit * 10^(4 * (weight - i)); scaled by 10^scale.
+        // This digit is worth digit * 10^(4 * (weight - i)); scaled by 10^scale. Powers come from a
+        // table and a digit below the scale is divided as a small integer (no 128-bit division).
         let exponent = 4 * (weight - i as i32) + scale as i32;
         let term = if exponent >= 0 {
-            10i128
-                .checked_pow(exponent as u32)
-                .and_then(|p| p.checked_mul(digit))
-                .ok_or_else(too_big)?
+            let power = POW10.get(exponent as usize).ok_or_else(too_big)?;
+            power.checked_mul(digit as i128).ok_or_else(too_big)?
         } else {
-            let divisor = 10i128.checked_pow((-exponent) as u32).unwrap_or(i128::MAX);
+            // A digit is below 10^4: dividing by 10^4 or more leaves a remainder.
+            let divisor = *[10, 100, 1000]
+                .get((-exponent - 1) as usize)
+                .ok_or_else(too_fine)?;
             if digit % divisor != 0 {
-                return Err(Problem::DoesNotFit(format!(
-                    "{} has more fractional digits than the scale ({scale}) allows",
-                    text(v)
-                )));
+                return Err(too_fine());
             }
-            digit / divisor
+            (digit / divisor) as i128
         };
         unscaled = unscaled.checked_add(term).ok_or_else(too_big)?;
     }
-    if unscaled >= 10i128.pow(precision as u32) {
+    if unscaled >= POW10[precision.min(38) as usize] {
         return Err(too_big());
     }
     Ok(if negative { -unscaled } else { unscaled })

@@ -3,8 +3,9 @@
 //! The Python class `rust_postgres.RustPostgresReader` plans the splits (it subclasses Dativo's
 //! Postgres reader base) and calls `copy_stream` for each one. Here a background thread connects,
 //! adopts the run's snapshot, runs `COPY (<select>) TO STDOUT (FORMAT binary)` and decodes the rows
-//! straight into Arrow builders, handing over a batch every 64k rows (or `batch_bytes` of COPY data),
-//! at most two batches ahead of the consumer. The GIL is never held while connecting or decoding.
+//! straight into Arrow buffers (see `decode`), handing over a batch every 64k rows (or `batch_bytes`
+//! of COPY data), at most two batches ahead of the consumer. The GIL is never held while connecting or
+//! decoding.
 
 mod copy;
 mod decode;
@@ -177,33 +178,37 @@ fn copy_rows(
     let dataset = options.dataset.as_str();
     let batch_rows = options.batch_rows.max(1);
     let (mut rows, mut start) = (0usize, reader.consumed());
-    while let Some(count) = reader.row().map_err(copy_error)? {
-        if count != columns.len() {
+    while let Some(row) = reader.row().map_err(copy_error)? {
+        if row.len() != columns.len() {
             return Err(Error::read(format!(
-                "Reading {dataset} failed: COPY returned a row of {count} columns, expected {}",
+                "Reading {dataset} failed: COPY returned a row of {} columns, expected {}",
+                row.len(),
                 columns.len()
             )));
         }
-        for column in columns.iter_mut() {
-            match reader.field().map_err(copy_error)? {
+        for (column, value) in columns.iter_mut().zip(row.fields()) {
+            match value {
                 Some(value) => column.append(value, dataset)?,
                 None => column.append_null(dataset)?,
             }
         }
         rows += 1;
         if rows >= batch_rows || reader.consumed() - start >= options.batch_bytes {
-            sink.send(finish(sink.schema(), &mut columns)?)?;
+            sink.send(finish(sink.schema(), &mut columns, dataset)?)?;
             (rows, start) = (0, reader.consumed());
         }
     }
     if rows > 0 {
-        sink.send(finish(sink.schema(), &mut columns)?)?;
+        sink.send(finish(sink.schema(), &mut columns, dataset)?)?;
     }
     Ok(())
 }
 
-fn finish(schema: &SchemaRef, columns: &mut [ColumnDecoder]) -> Result<RecordBatch, Error> {
-    let arrays = columns.iter_mut().map(ColumnDecoder::finish).collect();
+fn finish(schema: &SchemaRef, columns: &mut [ColumnDecoder], dataset: &str) -> Result<RecordBatch, Error> {
+    let arrays = columns
+        .iter_mut()
+        .map(|column| column.finish(dataset))
+        .collect::<Result<Vec<_>, Error>>()?;
     RecordBatch::try_new(schema.clone(), arrays).map_err(|e| Error::schema(e.to_string()))
 }
 

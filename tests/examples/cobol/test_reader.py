@@ -1,4 +1,4 @@
-"""The ``cobol`` reader plugin (examples/plugins/cobol_reader) against files made by an independent encoder.
+"""The ``cobol`` reader plugin (examples/plugins/cobol_reader) on the layout of every field kind, through the CLI too.
 
 The plugin must be installed (``make install`` does it): importing it at the top makes these tests fail, not
 skip, when it is missing.
@@ -27,8 +27,9 @@ from pydantic import ValidationError
 from dativo.api import Context
 from dativo.errors import ConfigError, PluginFailed
 from tests.conftest import Result
+from tests.examples.cobol.encoder import binary, leading_separate, packed, rdw, text, unscaled, zoned
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 # Fixed format: sequence numbers in columns 1-6, comments marked in column 7.
 COPYBOOK = """\
@@ -82,40 +83,6 @@ SCHEMA = pa.schema([
 ])
 
 # --- an encoder written for the tests, independent of the plugin -------------------------------------------
-
-CP = "cp037"
-
-
-def text(value: str, size: int) -> bytes:
-    return value.ljust(size).encode(CP)[:size]
-
-
-def zoned(value: int, digits: int, signed: bool = True) -> bytes:
-    """Zoned decimal: EBCDIC digits F0-F9, sign overpunched on the last digit (C+/D-)."""
-    out = bytearray(0xF0 + int(c) for c in str(abs(value)).rjust(digits, "0"))
-    if signed:
-        out[-1] = (0xD0 if value < 0 else 0xC0) + (out[-1] - 0xF0)
-    return bytes(out)
-
-
-def leading_separate(value: int, digits: int) -> bytes:
-    return (b"\x60" if value < 0 else b"\x4e") + zoned(abs(value), digits, signed=False)
-
-
-def packed(value: int, digits: int, signed: bool = True) -> bytes:
-    """Packed decimal: digits as nibbles (padded to an odd count), then the sign nibble (C/D, F if unsigned)."""
-    nibbles = [int(c) for c in str(abs(value)).rjust(digits + (digits + 1) % 2, "0")]
-    nibbles.append((0xD if value < 0 else 0xC) if signed else 0xF)
-    return bytes(nibbles[i] * 16 + nibbles[i + 1] for i in range(0, len(nibbles), 2))
-
-
-def binary(value: int, size: int, signed: bool = True) -> bytes:
-    return value.to_bytes(size, "big", signed=signed)
-
-
-def unscaled(value: Decimal, scale: int) -> int:
-    return int(value.scaleb(scale))
-
 
 def encode(row: dict[str, Any]) -> bytes:
     """One TEST-REC record from the expected (decoded) row."""
@@ -196,10 +163,6 @@ def make_reader(tmp_path: Path, data: bytes, copybook: str = COPYBOOK, **options
     config = CobolConfig(path=str(tmp_path / "test.dat"), copybook=str(tmp_path / "test.cpy"), **options)
     ctx = Context(job="cobol_test", run_id="r1", plugin="cobol", logger=logging.getLogger("test.cobol"))
     return CobolReader(config, ctx)
-
-
-def rdw(record: bytes) -> bytes:
-    return (len(record) + 4).to_bytes(2, "big") + b"\x00\x00" + record
 
 
 def random_row(rng: random.Random, i: int) -> dict[str, Any]:
@@ -380,12 +343,17 @@ def test_rdw_file_cut_short(tmp_path: Path) -> None:
     [
         ("01 R.\n  05 A PIC X(3).\n  05 B PIC 9(2)\n", r"line 3: the entry '05 B PIC 9\(2\)' does not end"),
         ("01 R.\n  05 A PIC X(3) COMP-3.\n", r"line 2: A is not numeric \(PIC X\(3\)\), so it cannot be COMP-3"),
-        ("01 R.\n  05 A PIC X(3).\n  05 N PIC 9.\n  05 B OCCURS 1 TO 5 DEPENDING ON N.\n     10 C PIC X.\n",
-         "line 4: B: OCCURS ... DEPENDING ON"),
+        ("01 R.\n  05 A PIC X(3).\n  05 B OCCURS 1 TO 5.\n     10 C PIC X.\n",
+         "line 3: B: OCCURS 1 TO 5 needs DEPENDING ON"),
+        ("01 R.\n  05 B OCCURS 1 TO 5 DEPENDING ON N.\n     10 C PIC X.\n  05 N PIC 9.\n",
+         "line 2: B OCCURS … DEPENDING ON N, which does not come before"),
+        ("01 R.\n  05 N PIC X.\n  05 B OCCURS 1 TO 5 DEPENDING ON N.\n     10 C PIC X.\n",
+         "line 3: B OCCURS … DEPENDING ON N, which is not an integer field"),
         ("01 R.\n  05 A PIC X(3).\n     10 B PIC X.\n", r"line 3: A \(line 2\) has a PIC clause"),
         ("01 R.\n  05 A PIC X(3) FOO.\n", "line 2: unexpected 'FOO'"),
         ("01 R.\n  05 A PIC X(3).\n  05 B REDEFINES Z PIC X.\n", "line 3: B REDEFINES Z"),
-        ("01 R.\n  05 A COMP-1.\n", "line 2: USAGE COMP-1 of A is not supported"),
+        ("01 R.\n  05 A POINTER.\n", "line 2: USAGE POINTER of A is not supported"),
+        ("01 R.\n  05 A PIC 9(4) COMP-1.\n", "line 2: A is COMP-1/COMP-2 .floating point., which takes no PIC"),
         ("01 R.\n  05 A PIC X.\n  A PIC X.\n", "line 3: expected a level number, found 'A'"),
         ("01 R.\n  05 A PIC X.\n  05 A PIC 9.\n", "line 3: A gives the column 'a', like A on line 2"),
         ("01 R.\n  05 G.\n  05 A PIC X.\n", "line 2: G has neither a PIC clause nor subordinate items"),
@@ -398,9 +366,9 @@ def test_a_copybook_that_does_not_parse(tmp_path: Path, copybook: str, message: 
 
 
 def test_file_length_not_a_multiple_of_the_record_length(tmp_path: Path) -> None:
-    with pytest.raises(PluginFailed, match=r"is 246 bytes, which is not a whole number of 120-byte records") as e:
+    with pytest.raises(PluginFailed, match=r"holds 246 bytes of records, which is not a whole number of 120-byte records") as e:
         read(tmp_path, encode(ROWS[0]) * 2 + b"\x40" * 6)
-    assert "record_format: rdw" in str(e.value)
+    assert "record_format: V" in str(e.value)
 
 
 def test_an_invalid_packed_nibble_names_record_and_field(tmp_path: Path) -> None:
@@ -414,7 +382,7 @@ def test_an_invalid_packed_nibble_names_record_and_field(tmp_path: Path) -> None
     assert "test.dat: record 3 (at byte 240): field AMOUNT (bytes 13-17 of the record) holds X'A10000000C'" in message
     assert "(1 more bad records in the same batch)" in message
     assert "not a valid packed decimal" in message
-    assert "on_error: reject" in message
+    assert "on_invalid_number: null" in message
 
 
 def test_an_invalid_zoned_digit_names_record_and_field(tmp_path: Path) -> None:

@@ -1,0 +1,429 @@
+"""Record formats: cutting a file's bytes into records (F, FB, V, VB, D, and lengths read from the record).
+
+A :class:`Framing` streams one byte range of a file (plain or gzip) and yields :class:`Chunk` s of up to
+``batch_rows`` records as one ``uint8`` matrix (rows × layout length) plus the bytes present in each record.
+Fixed records are a reshape of the bytes read. Length-prefixed records (RDW, BDW) are walked header by header,
+but runs of records of one length are checked with one vectorised comparison, so a file of equal records costs
+about as much as a fixed one; text lines are found with one vectorised search for LF.
+
+Where splits may start (``boundaries``): F at any record, D at a line start found after the cut, VB and FB at
+a block, V at a record found by walking the RDW chain from the start once. A length that cannot be (shorter
+than its header, a header whose reserved bytes are not zero, a block that does not end on a record) stops the
+read with the file, the byte offset and the header's bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from dativo.errors import PluginFailed
+
+_MiB = 1 << 20
+_FORMAT_HINT = ("Check record_format and the RDW/BDW options (is_rdw_big_endian, is_rdw_part_of_record_length, "
+                "rdw_adjustment), and that the file was transferred in binary.")
+
+
+@dataclass
+class Chunk:
+    """Records cut from a file.
+
+    Attributes:
+        records: ``uint8`` matrix, one row per record, as wide as the layout (bytes past a record's end are
+            whatever follows; ``avail`` says where it ends).
+        avail: Bytes of each record present (``None``: all, fixed records).
+        first: Number of the first record in its file (0-based).
+        offsets: File offset of each record (of its RDW, where it has one).
+        raw: The raw bytes of records (by row), as a reject file holds them.
+    """
+
+    records: np.ndarray
+    avail: np.ndarray | None
+    first: int
+    offsets: np.ndarray
+    raw: Callable[[np.ndarray], list[bytes]]
+
+
+@dataclass(frozen=True)
+class Headers:
+    """How record and block descriptor words are read."""
+
+    rdw_big_endian: bool = True
+    rdw_includes_header: bool = True
+    rdw_adjustment: int = 0
+    bdw_big_endian: bool = True
+    bdw_adjustment: int = 0
+
+    def rdw(self, head: bytes) -> int | None:
+        """The payload length an RDW gives, or ``None`` when the bytes cannot be an RDW."""
+        word = head if self.rdw_big_endian else head[::-1]
+        if word[2] or word[3]:
+            return None  # reserved (or a spanned-segment descriptor, which is not supported)
+        size = (word[0] << 8 | word[1]) - (4 if self.rdw_includes_header else 0) + self.rdw_adjustment
+        return size if size >= 0 and (size > 0 or not self.rdw_includes_header) else None
+
+    def bdw(self, head: bytes) -> int | None:
+        """The bytes a BDW says its block holds after it, or ``None`` when the bytes cannot be a BDW."""
+        word = head if self.bdw_big_endian else head[::-1]
+        if word[0] & 0x80:  # extended BDW: a 31-bit length
+            length = int.from_bytes(word, "big") & 0x7FFFFFFF
+        elif word[2] or word[3]:
+            return None
+        else:
+            length = word[0] << 8 | word[1]
+        size = length - 4 + self.bdw_adjustment
+        return size if size >= 0 else None
+
+
+def open_stream(path: str) -> tuple[BinaryIO, bool]:
+    """The file, decompressed if it is gzip (by its magic bytes), and whether it was."""
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    return (gzip.open(path, "rb") if compressed else open(path, "rb")), compressed  # type: ignore[return-value]
+
+
+def is_gzip(path: str) -> bool:
+    """Whether the file is gzip-compressed."""
+    with open(path, "rb") as probe:
+        return probe.read(2) == b"\x1f\x8b"
+
+
+class Framing:
+    """Cuts files of one record format into chunks of records.
+
+    Args:
+        fmt: ``F``, ``FB``, ``V``, ``VB`` or ``D``.
+        length: Width of a chunk's rows (the layout's length).
+        record_length: Bytes of a fixed record (F, FB).
+        headers: How RDWs and BDWs are read.
+        batch_rows: Records per chunk.
+        length_of: For F with a length inside the record: the record's length from its bytes at a position.
+        least: Bytes ``length_of`` needs to see.
+    """
+
+    def __init__(self, fmt: str, length: int, record_length: int, headers: Headers, batch_rows: int,
+                 length_of: Callable[[bytes, int], int] | None = None, least: int = 0) -> None:
+        self.fmt, self.length, self.record_length, self.headers = fmt, length, record_length, headers
+        self.batch_rows, self.length_of, self.least = batch_rows, length_of, least
+
+    # --- splits ---------------------------------------------------------------------------------------
+
+    def boundaries(self, path: str, start: int, end: int, step: int) -> list[tuple[int, int]]:
+        """``(offset, first record number)`` of each split of ``[start, end)`` about ``step`` bytes apart.
+
+        Record numbers are known for F, FB and V (``-1`` where counting would need a read, i.e. D and VB:
+        messages then give byte offsets only).
+        """
+        if self.fmt == "F" and self.length_of is None:
+            size = self.record_length
+            step = max(1, step // size) * size
+            return [(s, (s - start) // size) for s in range(start, end, step)] or [(start, 0)]
+        if self.length_of is not None:
+            return [(start, 0)]  # each record's length is inside it: only a walk from the start finds them
+        cuts = [(start, 0)]
+        with open(path, "rb") as file:
+            if self.fmt == "D":
+                for cut in range(start + step, end, step):
+                    file.seek(cut - 1)
+                    data = file.read(64 * 1024)
+                    while data and b"\n" not in data:
+                        more = file.read(64 * 1024)
+                        if not more:
+                            break
+                        data += more
+                    found = data.find(b"\n")
+                    offset = cut - 1 + found + 1 if found >= 0 else end
+                    if cuts[-1][0] < offset < end:
+                        cuts.append((offset, -1))
+                return cuts
+            # V, VB, FB: walk the descriptor words once (VB and FB block by block: few headers to read).
+            position, record, next_cut = start, 0, start + step
+            buffer, base = b"", start
+            while position < end:
+                if position + 4 > base + len(buffer):
+                    file.seek(position)
+                    buffer, base = file.read(8 * _MiB), position
+                    if len(buffer) < 4:
+                        break
+                head = buffer[position - base: position - base + 4]
+                size = self.headers.rdw(head) if self.fmt == "V" else self.headers.bdw(head)
+                if size is None:
+                    raise self._bad_header(path, position, head, record if self.fmt == "V" else -1)
+                if position >= next_cut:
+                    cuts.append((position, record if self.fmt in ("V", "FB") else -1))
+                    next_cut = position + step
+                position += 4 + size
+                if self.fmt == "V":
+                    record += 1
+                    whole = (base + len(buffer) - position) // (4 + size)
+                    run = _same_header_run(buffer, position - base, head, 4 + size, whole,
+                                           max(0, (next_cut - position) // (4 + size)))
+                    position += (4 + size) * run
+                    record += run
+                elif self.fmt == "FB":
+                    record += size // self.record_length
+            return cuts
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def chunks(self, path: str, start: int, end: int, first: int, data_end: int) -> Iterator[Chunk]:
+        """The records of ``[start, end)`` (``end`` is where the next split starts; ``data_end`` where the file's
+        records end, before any footer)."""
+        stream, compressed = open_stream(path)
+        with stream:
+            if compressed:
+                yield from self._compressed(path, stream, start, data_end, first)
+                return
+            stream.seek(start)
+            yield from self._chunks(path, stream, start, end, first)
+
+    def _compressed(self, path: str, stream: BinaryIO, start: int, footer: int, first: int) -> Iterator[Chunk]:
+        """A gzip file: its size is only known at its end, so the footer is held back while streaming."""
+        skipped = 0
+        while skipped < start:  # the header (file_start_offset) of the decompressed bytes
+            data = stream.read(min(_MiB, start - skipped))
+            if not data:
+                break
+            skipped += len(data)
+        yield from self._chunks(path, _HoldBack(stream, footer), start, None, first)
+
+    def _chunks(self, path: str, stream: BinaryIO | _HoldBack, start: int, end: int | None,
+                first: int) -> Iterator[Chunk]:
+        if self.fmt == "F" and self.length_of is None:
+            yield from self._fixed(path, stream, start, end, first)
+            return
+        buffer = bytearray()
+        base, record, position, eof = start, first, 0, False
+        read_size = max(_MiB, min(64 * _MiB, self.batch_rows * (self.length + 8)))
+        while True:
+            limit = end - base if end is not None else None
+            exhausted = eof or (limit is not None and len(buffer) >= limit)
+            begin = position
+            starts, sizes, heads, position = self._walk(path, buffer, position, base, record, eof, limit)
+            if starts and (len(starts) >= self.batch_rows or exhausted):
+                yield self._chunk(buffer, starts, sizes, heads, record, base, position)
+                record += len(starts)
+                del buffer[:position]
+                base += position
+                position = 0
+                continue
+            position = begin  # not a whole batch yet: walk again from there with more bytes
+            if exhausted:
+                left = (len(buffer) if limit is None else min(len(buffer), limit)) - position
+                if left > 0 and self.fmt == "D":  # a last line without a line end
+                    size = left - (1 if buffer[position + left - 1] == 0x0D else 0)
+                    yield self._chunk(buffer, [position], [size], [position], record, base, position + left)
+                elif left > 0:
+                    raise PluginFailed(f"{path}: the last record (at byte {base + position}) is cut short: the "
+                                       f"data ends {left} bytes into it", hint="Check that the file was "
+                                       "transferred completely and in binary, and file_end_offset.")
+                return
+            want = read_size if limit is None else min(read_size, limit - len(buffer))
+            data = stream.read(want)
+            eof = not data
+            buffer += data
+
+    def _fixed(self, path: str, stream: BinaryIO | _HoldBack, start: int, end: int | None,
+               first: int) -> Iterator[Chunk]:
+        size, width = self.record_length, self.length
+        position, record = start, first
+        while end is None or position < end:
+            want = self.batch_rows * size if end is None else min(self.batch_rows * size, end - position)
+            data = _read_full(stream, want)
+            if not data:
+                return
+            if len(data) % size:
+                raise PluginFailed(f"{path}: {len(data) % size} bytes are left at byte {position + len(data) - len(data) % size}"
+                                   f", which is not a whole {size}-byte record", hint="Check that the copybook "
+                                   "(or record_length) matches the file, file_start_offset/file_end_offset, and that "
+                                   "it was transferred completely; if records start with a 4-byte RDW, set "
+                                   "record_format: V.")
+            records = np.frombuffer(data, np.uint8).reshape(-1, size)
+            rows = records.shape[0]
+            avail = None
+            if size != width:  # a record_length other than the copybook's
+                wide = np.zeros((rows, width), np.uint8)
+                wide[:, : min(size, width)] = records[:, : min(size, width)]
+                avail = np.full(rows, size, np.int64) if size < width else None
+                records = wide
+            offsets = position + np.arange(rows, dtype=np.int64) * size
+            yield Chunk(records, avail, record, offsets,
+                        lambda rows_, data=data: [data[r * size:(r + 1) * size] for r in rows_])
+            position += len(data)
+            record += rows
+
+    def _walk(self, path: str, buffer: bytearray, position: int, base: int, record: int, eof: bool,
+              limit: int | None) -> tuple[list[int], list[int], list[int], int]:
+        """Records wholly in ``buffer`` from ``position``: payload starts, sizes, header starts, end position."""
+        starts: list[int] = []
+        sizes: list[int] = []
+        heads: list[int] = []
+        stop = len(buffer) if limit is None else min(len(buffer), limit)
+        if self.fmt == "D":
+            data = np.frombuffer(buffer, np.uint8, count=stop)
+            ends = np.flatnonzero(data[position:] == 0x0A)[: self.batch_rows] + position
+            if len(ends):
+                begin = np.concatenate([[position], ends[:-1] + 1])
+                size = ends - begin
+                size -= (size > 0) & (data[np.maximum(ends - 1, 0)] == 0x0D)  # CRLF
+                starts, sizes, heads = begin.tolist(), size.tolist(), begin.tolist()
+                position = int(ends[-1]) + 1
+            del data
+            return starts, sizes, heads, position
+        headers = self.headers
+        guess, skip = 64, 0
+        while len(starts) < self.batch_rows:
+            if self.fmt in ("VB", "FB"):
+                if position + 4 > stop:
+                    break
+                head = bytes(buffer[position: position + 4])
+                block = headers.bdw(head)
+                if block is None:
+                    raise self._bad_header(path, base + position, head, -1, "block descriptor word")
+                if position + 4 + block > stop:
+                    break
+                inner, at = position + 4, position + 4
+                end = inner + block
+                if self.fmt == "FB":
+                    if block % self.record_length:
+                        raise PluginFailed(f"{path}: the block at byte {base + position} holds {block} bytes, "
+                                           f"which is not a whole number of {self.record_length}-byte records",
+                                           hint=_FORMAT_HINT)
+                    for at in range(inner, end, self.record_length):
+                        starts.append(at)
+                        sizes.append(self.record_length)
+                        heads.append(at)
+                else:
+                    while at < end:
+                        rdw = bytes(buffer[at: at + 4])
+                        size = headers.rdw(rdw) if at + 4 <= end else None
+                        if size is None or at + 4 + size > end:
+                            raise PluginFailed(
+                                f"{path}: the record at byte {base + at} (in the block at byte {base + position}) "
+                                f"has the RDW X'{rdw.hex().upper()}', which does not fit its block "
+                                f"({end - at} bytes left)", hint=_FORMAT_HINT)
+                        starts.append(at + 4)
+                        sizes.append(size)
+                        heads.append(at)
+                        at += 4 + size
+                position = end
+                continue
+            if self.length_of is not None:  # F with the length inside the record
+                if position + self.least > stop:
+                    break
+                size = self.length_of(bytes(buffer[position: position + self.least]), base + position)
+                if position + size > stop:
+                    break
+                starts.append(position)
+                sizes.append(size)
+                heads.append(position)
+                position += size
+                continue
+            if position + 4 > stop:
+                break
+            head = bytes(buffer[position: position + 4])
+            size = headers.rdw(head)
+            if size is None:
+                raise self._bad_header(path, base + position, head, record + len(starts))
+            if position + 4 + size > stop:
+                break
+            starts.append(position + 4)
+            sizes.append(size)
+            heads.append(position)
+            position += 4 + size
+            if len(starts) >= skip:
+                most = min(guess, self.batch_rows - len(starts), (stop - position) // (4 + size))
+                run = _same_header_run(buffer, position, head, 4 + size, most, most)
+                heads.extend(range(position, position + run * (4 + size), 4 + size))
+                starts.extend(range(position + 4, position + 4 + run * (4 + size), 4 + size))
+                sizes.extend([size] * run)
+                position += run * (4 + size)
+                # Grow the guess while records keep their length; after a miss, go record by record for a
+                # while, so that files of mixed lengths do not pay for guessing.
+                guess, skip = (guess * 4, 0) if run == guess else (64, len(starts) + 256)
+        return starts, sizes, heads, position
+
+    def _chunk(self, buffer: bytearray, starts: list[int], sizes: list[int], heads: list[int], first: int,
+               base: int, end: int) -> Chunk:
+        width = self.length
+        data = np.zeros(end + width, np.uint8)  # a copy (the bytearray shrinks after this), padded at the end
+        data[:end] = np.frombuffer(buffer, np.uint8, count=end)
+        starts_ = np.asarray(starts, np.int64)
+        sizes_ = np.asarray(sizes, np.int64)
+        heads_ = np.asarray(heads, np.int64)
+        records = np.lib.stride_tricks.sliding_window_view(data, width)[starts_]
+        fmt = self.fmt
+
+        def raw(rows: np.ndarray) -> list[bytes]:
+            if fmt == "D":
+                return [data[starts_[r]: starts_[r] + sizes_[r]].tobytes() + b"\n" for r in rows]
+            begin = heads_ if fmt in ("V", "VB") else starts_
+            return [data[begin[r]: starts_[r] + sizes_[r]].tobytes() for r in rows]
+
+        return Chunk(records, sizes_, first, base + heads_, raw)
+
+    def _bad_header(self, path: str, offset: int, head: bytes, record: int,
+                    what: str = "record descriptor word") -> PluginFailed:
+        where = f"record {record + 1} at byte {offset}" if record >= 0 else f"byte {offset}"
+        rule = ("2-byte length, then X'0000'" if self.headers.rdw_big_endian else "X'0000', then a 2-byte "
+                "little-endian length")
+        return PluginFailed(f"{path}: {where} starts with X'{head.hex().upper()}', which is not a valid {what} "
+                            f"({rule}; with the adjustments set, a length that leaves no negative payload)",
+                            hint=_FORMAT_HINT)
+
+
+class _HoldBack:
+    """A stream that hides its last ``footer`` bytes (a gzip stream's size is unknown until its end)."""
+
+    def __init__(self, stream: BinaryIO, footer: int) -> None:
+        self.stream, self.footer, self.held = stream, footer, b""
+
+    def read(self, size: int) -> bytes:
+        while len(self.held) < size + self.footer:
+            more = self.stream.read(size + self.footer - len(self.held))
+            if not more:
+                break
+            self.held += more
+        count = max(0, min(size, len(self.held) - self.footer))
+        out, self.held = self.held[:count], self.held[count:]
+        return out
+
+
+def _read_full(stream: BinaryIO | _HoldBack, size: int) -> bytes:
+    parts, got = [], 0
+    while got < size:
+        data = stream.read(size - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def _same_header_run(buffer: bytes | bytearray, position: int, head: bytes, size: int, most: int,
+                     cap: int) -> int:
+    """How many of the next ``min(most, cap)`` records at ``position`` have the header ``head`` (so the same
+    ``size``): one vectorised comparison instead of a walk record by record."""
+    most = min(most, cap)
+    if most <= 0:
+        return 0
+    data = np.frombuffer(buffer, np.uint8, count=position + most * size)[position:]
+    heads = data.reshape(most, size)[:, :4]
+    same = (heads == np.frombuffer(head, np.uint8)).all(axis=1)
+    run = most if same.all() else int(np.argmin(same))
+    del data, heads  # release the export: the bytearray is resized later
+    return run
+
+
+def data_range(path: str, start_offset: int, end_offset: int) -> tuple[int, int]:
+    """``[start, end)`` of a file's records, past its header and before its footer (gzip: decompressed offsets;
+    the end is then only the footer's length, applied while streaming)."""
+    if is_gzip(path):
+        return start_offset, end_offset
+    size = os.path.getsize(path)
+    return min(start_offset, size), max(min(start_offset, size), size - end_offset)
