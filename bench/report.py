@@ -148,7 +148,7 @@ def goals(rows: list[Row], scaling: dict[str, dict[str, float]] | None) -> list[
         else None, 0.15, "low", "{:+.0%}")
     add("sandbox ≤ 20% overhead (vs the same reader over Flight)",
         sandboxed.wall_s / flight.wall_s - 1 if sandboxed and flight else None, 0.20, "low", "{:+.0%}")
-    # issue 18: the 10x headline as client CPU, wall time near the COPY limit, flat memory, fixed cost
+    # the 10x headline as client CPU, wall time near the COPY limit, flat memory, fixed cost
     add("rust_postgres → iceberg ≤ 1.15x COPY", rust.x_copy if rust else None, 1.15, "low")
     thrifty = _least_cpu(rows, RUST_POSTGRES)
     add("rust_postgres → iceberg: ≥ 10x less client CPU than postgres-python",
