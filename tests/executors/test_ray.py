@@ -418,7 +418,9 @@ def test_a_sandbox_without_the_network_grant_cannot_reach_the_source_and_publish
     pg_schema.execute(ORDERS_DDL)
     job = job_dict(pg_schema, s3_server, namespace, "orders", implementation="postgres")
     job["source"]["reader"]["sandbox"] = {"enabled": True}  # no network: the reader cannot reach Postgres
-    with pytest.raises(ConnectionFailed, match="PGSQL"):
+    with pytest.raises(ConnectionFailed, match="PGSQL") as caught:
         run_in_process(tmp_path, job)
+    assert "runs in the sandbox, which gives it no network: grant the server in source.reader.sandbox.network" \
+        in str(caught.value), caught.value
     assert not lake(s3_server).list_tables(namespace) or not sorted_rows(
         lake(s3_server).load_table((namespace, "orders"))).num_rows

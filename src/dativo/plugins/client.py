@@ -202,6 +202,9 @@ class Connection:
         if info is not None:  # the plugin said what went wrong
             hint = info.get("hint") if isinstance(info.get("hint"), str) and info.get("hint") else None
             kind = str(info.get("kind") or "PluginFailed")
+            sandbox = self.process.sandbox if self.process is not None else None
+            if kind == "ConnectionFailed" and sandbox is not None and sandbox.sandbox.network_hint():
+                hint = " ".join(filter(None, [hint, sandbox.sandbox.network_hint()]))
             error = from_kind(kind, f"{where}{info['message']}", role=self.role, stage=stage, hint=hint)
             return self._context(error, stage)
         diagnosis = self._diagnosis()

@@ -156,6 +156,16 @@ class Sandbox:
                     hint="Keep job files and ${file:…} secrets outside the plugin's package.",
                 )
 
+    def network_hint(self) -> str:
+        """What to grant when the plugin inside could not reach a server (a ``ConnectionFailed`` of it)."""
+        granted = self.config.network
+        if granted is True:
+            return ""  # it had the host's network: the sandbox is not why
+        now = "no network" if not granted else "only the sockets " + ", ".join(map(str, granted))
+        return (f"The plugin runs in the sandbox, which gives it {now}: grant the server in {self.where}.network "
+                "(its Unix socket, e.g. ['unix:/run/postgresql/.s.PGSQL.5432'], or true for the host's "
+                "network).")
+
     def describe(self) -> str:
         """A short summary for logs."""
         net = "host network" if self.config.network is True else "no network"
