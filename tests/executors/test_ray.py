@@ -336,8 +336,11 @@ def test_workers_killed_mid_split_are_retried_and_the_table_gets_exactly_the_sou
     job = job_dict(million, s3_server, namespace, "events", mode="overwrite")
     job["executor"]["max_retries"] = 20
     before: int | None = None
-    kills = 0
-    for attempt in range(3):
+    retried = attempt = 0
+    # A kill counts once Ray retried the split it hit (a worker killed just after its split ended costs no
+    # retry); runs go on until 10 kills have hit running splits.
+    while retried < 10 and attempt < 8:
+        attempt += 1
         killer = Killer(ray_driver, rng, 4, lambda: current_snapshot(s3_server, namespace))
         killer.start()
         try:
@@ -349,10 +352,10 @@ def test_workers_killed_mid_split_are_retried_and_the_table_gets_exactly_the_sou
         assert after is not None and after != before
         assert set(killer.seen) <= {before, after}, (attempt, killer.seen)  # the old snapshot, or the new one
         assert_exactly_the_source(s3_server, namespace)
-        assert report.rows_written == MILLION and killer.killed and report.retries >= len(killer.killed), (report, killer.killed)
-        kills += len(killer.killed)
+        assert report.rows_written == MILLION and report.retries <= len(killer.killed), (report, killer.killed)
+        retried += report.retries
         before = after
-    assert kills >= 10
+    assert retried >= 10, f"only {retried} kills hit a running split in {attempt} runs"
 
 
 def test_a_killed_driver_publishes_nothing_and_a_rerun_is_exact(
