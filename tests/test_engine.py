@@ -100,8 +100,24 @@ def test_plugin_gets_its_context(workdir, engine) -> None:
     assert rows[0] == {
         "job": "items", "run_id": "ctx-run", "plugin": f"{PLUGINS}:ContextProbe", "parallelism": 3,
         "settings": json.dumps({"path": "data/orders.csv"}), "work_dir": str(workdir / "scratch"),
+        "memory_bytes": 256 << 20, "batch_bytes": (256 << 20) // 3 // 16,  # the default budget's share
         "dataset": "items", "split": "0",
     }
+
+
+def test_the_memory_budget_sizes_batches_per_split(workdir, engine) -> None:
+    text = custom(f"{PLUGINS}:ContextProbe", extra="parallelism: 2").rstrip() + "\n        memory_mb: 48\n"
+    engine(text).run()
+    (row, _) = read_parquet_dir(workdir / "out" / "items").to_pylist()
+    assert (row["memory_bytes"], row["batch_bytes"]) == (48 << 20, 3 << 19)  # 24 MiB a split, 1.5 MiB batches
+    for memory_mb, batch in ((16, 1 << 20), (4096, 8 << 20)):  # the floor and the ceiling
+        engine(text.replace("memory_mb: 48", f"memory_mb: {memory_mb}").replace("out/items", f"out/{memory_mb}")).run()
+        assert read_parquet_dir(workdir / "out" / str(memory_mb)).to_pylist()[0]["batch_bytes"] == batch
+
+
+def test_a_memory_budget_below_the_minimum_is_refused(workdir, engine) -> None:
+    with pytest.raises(ConfigError, match="memory_mb"):
+        engine(custom(f"{PLUGINS}:ContextProbe").rstrip() + "\n        memory_mb: 8\n")
 
 
 def test_several_datasets_go_to_their_own_folders(workdir, engine) -> None:

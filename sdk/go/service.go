@@ -223,6 +223,7 @@ func (s *service) configure(ctx context.Context, body []byte) error {
 	if err := s.plugin.Configure(ctx, cfg); err != nil {
 		return err
 	}
+	limitMemory(cfg.Context.MemoryBytes)
 	s.mu.Lock()
 	s.configured[cfg.Role] = true
 	s.mu.Unlock()

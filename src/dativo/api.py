@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from dativo import API_VERSION
+from dativo import API_VERSION, budget
 from dativo.errors import (
     CommitFailed,
     CommitStateUnknown,
@@ -179,6 +179,10 @@ class Context:
         parallelism: How many splits the engine will run at once; a reader may plan that many.
         cursor: The incremental cursor column, if the job asked for incremental reads.
         work_dir: A directory the plugin may use for scratch files.
+        memory_bytes: The job's memory budget for buffers, across all splits (``memory_mb``; see
+            :mod:`dativo.budget`): a plugin sizes what it holds per split to ``memory_bytes / parallelism``.
+        batch_bytes: The size of record batch a reader should build within that budget (a reader option the
+            job sets explicitly wins).
     """
 
     job: str
@@ -189,6 +193,8 @@ class Context:
     parallelism: int = 1
     cursor: str | None = None
     work_dir: str = ".dativo"
+    memory_bytes: int = budget.DEFAULT_MEMORY_MB * budget.MiB
+    batch_bytes: int = budget.MAX_BATCH_BYTES
 
 
 class _Plugin:

@@ -24,7 +24,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dativo import version_line
+from dativo import allocator, version_line
 from dativo.api import Dataset
 from dativo.cli_common import DebugOpt, JobArg, JsonOpt, Terminated, err, fail, guarded, out, setup_logging
 from dativo.cli_plugins import plugin_app, plugins_app, sdk_app
@@ -153,7 +153,7 @@ def _summary(report: RunReport, mode: str = "append") -> Table:
         ("rows read / written", f"{report.rows_read:,} / {report.rows_written:,}"),
         ("bytes written", f"{report.bytes_written:,}"),
         ("time", f"{report.seconds:.2f} s · {report.rows_per_s:,.0f} rows/s"),
-        ("peak memory", f"{report.peak_rss_mb:,.0f} MiB"),
+        ("peak memory", f"{report.peak_rss_mb:,.0f} MiB (buffers' budget {report.memory_budget_mb:,} MiB)"),
         ("reader", side(report.reader)),
         ("writer", side(report.writer)),
         ("fallback", f"yes: {_paragraph(report.fallback_reason or '')}" if report.fallback_used else "no"),
@@ -384,6 +384,7 @@ def _memory_pool() -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point."""
+    allocator.tune()  # before any native library allocates a batch
     if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
         _memory_pool()
     return app(args=argv if argv is not None else sys.argv[1:], prog_name="dativo")

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from dativo import secrets
+from dativo.budget import DEFAULT_MEMORY_MB
 from dativo.errors import ConfigError
 from dativo.substitution import substitute
 from dativo.yamlfile import Located, index_lines, load_document
@@ -519,6 +520,13 @@ class JobConfig(_Strict):
     target: TargetConfig
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    memory_mb: int = Field(
+        DEFAULT_MEMORY_MB,
+        ge=16,
+        le=1 << 20,
+        description="Memory budget of the run's buffers in MiB, shared by all splits: it sizes record batches, "
+        "read-ahead and row groups, and is a Go plugin's soft memory limit (docs/configuration.md).",
+    )
     _path: Path | None = PrivateAttr(None)
 
     @property

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from dativo import budget
 from dativo.api import CommitInfo, Context, Dataset, Mode, Role, Split, WrittenFiles
 from dativo.config import ImplementationConfig, JobConfig, job_locator
 from dativo.errors import (
@@ -170,6 +171,8 @@ class Engine:
                 parallelism=self.job.source.parallelism,
                 cursor=self.job.source.incremental.cursor if self.job.source.incremental else None,
                 work_dir=str(self.work_dir),
+                memory_bytes=self.job.memory_mb * budget.MiB,
+                batch_bytes=budget.batch_bytes(self.job.memory_mb * budget.MiB, self.job.source.parallelism),
             )
             instance = self._plugin_host().instantiate(spec, config, ctx)
         except DativoError as exc:
@@ -264,7 +267,8 @@ class Engine:
 
     def _run(self) -> RunReport:
         started = time.monotonic()
-        report = RunReport(job=self.job.name, run_id=self.run_id, full_refresh=self.full_refresh)
+        report = RunReport(job=self.job.name, run_id=self.run_id, full_refresh=self.full_refresh,
+                           memory_budget_mb=self.job.memory_mb)
         with collecting_warnings(report.warnings):
             self._attempts(report)
         return report.finish(time.monotonic() - started)

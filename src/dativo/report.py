@@ -58,6 +58,8 @@ class RunReport(BaseModel):
     seconds: float = 0.0
     rows_per_s: float = 0.0
     peak_rss_mb: float = 0.0
+    memory_budget_mb: int = 0
+    """The job's ``memory_mb``: what its buffers were sized to (``peak_rss_mb`` adds the libraries' own)."""
     reader: PluginReport | None = None
     writer: PluginReport | None = None
     full_refresh: bool = False

@@ -65,7 +65,8 @@ def test_commit_results() -> None:
 
 def test_configure_carries_the_context() -> None:
     logger = logging.getLogger("t")
-    ctx = Context("job", "run-1", "p", logger, {"path": "x"}, parallelism=3, cursor="ts", work_dir="/w")
+    ctx = Context("job", "run-1", "p", logger, {"path": "x"}, parallelism=3, cursor="ts", work_dir="/w",
+                  memory_bytes=96 << 20, batch_bytes=2 << 20)
     body = json.loads(protocol.dumps(protocol.configure_body({"rows": 1}, ctx, role="reader")))
     assert (body["role"], body["options"], body["settings"]) == ("reader", {"rows": 1}, {"path": "x"})
     assert "role" not in protocol.configure_body({}, ctx)
@@ -74,6 +75,9 @@ def test_configure_carries_the_context() -> None:
     )
     assert again == ctx
     assert protocol.context_from_json(None, settings={}, plugin="p", logger=logger).job == "job"
+    older = protocol.context_from_json({"job": "j", "memory_bytes": "lots", "batch_bytes": -1}, settings={},
+                                       plugin="p", logger=logger)
+    assert (older.memory_bytes, older.batch_bytes) == (Context.memory_bytes, Context.batch_bytes)
 
 
 def test_spec_problems_name_the_bad_fields() -> None:

@@ -33,7 +33,12 @@ var decimalOption = regexp.MustCompile(`^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$`)
 
 // parseSettings decodes and validates the source section like the built-in's pydantic model does.
 func parseSettings(cfg dativo.Config) (settings, numericPolicy, error) {
-	s := settings{Numeric: "decimal(38,9)", BatchSizeBytes: 16 << 20, BatchRows: 20000, ConnectTimeout: 10}
+	// Batches are sized from the job's memory budget, as the built-in reader's are, unless the job says.
+	batch := cfg.Context.BatchBytes
+	if batch <= 0 {
+		batch = 8 << 20
+	}
+	s := settings{Numeric: "decimal(38,9)", BatchSizeBytes: batch, BatchRows: 20000, ConnectTimeout: 10}
 	if err := cfg.DecodeSettings(&s); err != nil {
 		return s, numericPolicy{}, err
 	}

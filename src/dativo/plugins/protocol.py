@@ -265,6 +265,8 @@ def configure_body(options: Mapping[str, Any], ctx: Context, *, role: str | None
         "parallelism": ctx.parallelism,
         "cursor": ctx.cursor,
         "work_dir": ctx.work_dir,
+        "memory_bytes": ctx.memory_bytes,
+        "batch_bytes": ctx.batch_bytes,
     }
     return body
 
@@ -283,7 +285,14 @@ def context_from_json(
         parallelism=int(context.get("parallelism") or 1),
         cursor=context.get("cursor"),
         work_dir=str(context.get("work_dir") or ".dativo"),
+        memory_bytes=_positive(context.get("memory_bytes"), Context.memory_bytes),
+        batch_bytes=_positive(context.get("batch_bytes"), Context.batch_bytes),
     )
+
+
+def _positive(value: Any, default: int) -> int:
+    """A size the host sent, or ``default`` from an older host (or a value that is not a positive int)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
 
 
 _SPEC_FIELDS: dict[str, Any] = {

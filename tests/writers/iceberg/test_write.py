@@ -195,3 +195,14 @@ def test_a_kill_before_commit_leaves_the_table_unchanged(make_writer: MakeWriter
     run(writer, EVENTS, events(2, 1), "r2", state={"cursor": 2})
     assert read(writer, EVENTS).column("id").to_pylist() == [0, 1, 2]
     assert writer.state(EVENTS) == {"cursor": 2}
+
+
+def test_row_groups_are_sized_from_the_memory_budget_unless_set(make_writer: MakeWriter) -> None:
+    import dataclasses
+
+    writer = make_writer()
+    writer.ctx = dataclasses.replace(writer.ctx, memory_bytes=32 << 20, parallelism=2)
+    assert writer._options().row_group_bytes == 2 << 20  # an eighth of a split's 16 MiB
+    writer.ctx = dataclasses.replace(writer.ctx, memory_bytes=1 << 30, parallelism=1)
+    assert writer._options().row_group_bytes == 16 << 20  # the ceiling
+    assert make_writer(row_group_size_bytes=12345)._options().row_group_bytes == 12345

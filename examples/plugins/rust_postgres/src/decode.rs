@@ -307,7 +307,10 @@ impl ColumnDecoder {
             Values::Bytes { data, .. } => data.len(),
             _ => 0,
         };
-        let values = std::mem::replace(&mut self.values, Values::new(self.kind, self.rows, bytes));
+        // Batches end at a byte size, usually long before `rows`: size the next one like this one, plus
+        // a little, so that fixed-width columns do not reserve (and hold) room for rows that never come.
+        let next = if self.len > 0 { self.rows.min(self.len + self.len / 16 + 16) } else { self.rows };
+        let values = std::mem::replace(&mut self.values, Values::new(self.kind, next, bytes));
         let nulls = self.nulls.take().map(|mut b| NullBuffer::new(b.finish()));
         self.len = 0;
         let field = &self.field;

@@ -125,7 +125,9 @@ fn parse_conninfo(conninfo: &str) -> Result<Config, Error> {
 }
 
 fn decoders(schema: &SchemaRef, options: &ReadOptions) -> Result<Vec<ColumnDecoder>, Error> {
-    let rows = options.batch_rows.clamp(1, 1 << 20);
+    // Every COPY field costs at least its 4-byte length, which bounds the rows `batch_bytes` can hold.
+    let fit = options.batch_bytes as usize / (4 * schema.fields().len().max(1)) + 1;
+    let rows = options.batch_rows.min(fit).clamp(1, 1 << 20);
     schema
         .fields()
         .iter()

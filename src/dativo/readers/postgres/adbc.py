@@ -75,7 +75,8 @@ class PostgresReader(PostgresReaderBase):
                 setup.adbc_statement.execute_update()
             cursor = conn.cursor()
             opened.append(cursor)
-            cursor.adbc_statement.set_options(**{_BATCH_SIZE_OPTION: str(self.config.batch_size_bytes)})
+            size = self.config.batch_size_bytes or self.ctx.batch_bytes
+            cursor.adbc_statement.set_options(**{_BATCH_SIZE_OPTION: str(size)})
             cursor.execute(params["sql"])
             stream = cursor.fetch_record_batch()
             opened.append(stream)

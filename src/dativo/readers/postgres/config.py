@@ -103,11 +103,12 @@ class PostgresConfig(BaseModel):
         "an error naming the column), 'string' (exact decimal text, NaN/Infinity kept as text) or 'float64' "
         "(approximate, chosen explicitly; NaN/Infinity become float NaN/inf).",
     )
-    batch_size_bytes: int = Field(
-        default=8 * 1024 * 1024,
+    batch_size_bytes: int | None = Field(
+        default=None,
         gt=0,
-        description="postgres reader (and rust_postgres): target size of one Arrow record batch in bytes, "
-        "passed to the ADBC driver as adbc.postgresql.batch_size_hint_bytes.",
+        description="postgres reader (and rust_postgres, go_postgres): target size of one Arrow record batch in "
+        "bytes, passed to the ADBC driver as adbc.postgresql.batch_size_hint_bytes; by default sized from the "
+        "job's memory_mb (a sixteenth of each split's share, 1-8 MiB).",
     )
     batch_rows: int = Field(
         default=20_000,

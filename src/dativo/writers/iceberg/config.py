@@ -69,11 +69,12 @@ class IcebergWriterConfig(BaseModel):
     target_file_size_bytes: int = Field(
         default=256 * MiB, ge=1, description="A data file is closed once it reaches this size on disk."
     )
-    row_group_size_bytes: int = Field(
-        default=16 * MiB,
+    row_group_size_bytes: int | None = Field(
+        default=None,
         ge=1,
         description="Arrow bytes buffered (per write, across partitions) before they are written as a row "
-        "group; bounds the memory of each split (raise it for fewer, larger row groups).",
+        "group; bounds the memory of each split (raise it for fewer, larger row groups). By default an "
+        "eighth of each split's share of the job's memory_mb, 1-16 MiB.",
     )
     compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = Field(
         default="zstd", description="Parquet compression codec."

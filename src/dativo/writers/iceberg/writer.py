@@ -22,6 +22,7 @@ from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
 from pyiceberg.table import Table
 
 import dativo
+from dativo import budget
 from dativo.api import CommitInfo, Context, Dataset, Mode, Split, State, Writer, WrittenFiles
 from dativo.errors import (
     CommitFailed,
@@ -322,7 +323,8 @@ class IcebergWriter(Writer):
     def _options(self) -> WriteOptions:
         return WriteOptions(
             target_file_bytes=self.config.target_file_size_bytes,
-            row_group_bytes=self.config.row_group_size_bytes,
+            row_group_bytes=self.config.row_group_size_bytes
+            or budget.row_group_bytes(self.ctx.memory_bytes, self.ctx.parallelism),
             compression=self.config.compression,
             compression_level=self.config.compression_level,
         )

@@ -169,7 +169,7 @@ class RustPostgresReader(PostgresReaderBase):
 
     def _batches(self, params: Any, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         setup = [sql.BEGIN, *sql.snapshot_statements(params["snapshot"])]
-        options = {"dataset": params["dataset"], "batch_bytes": self.config.batch_size_bytes}
+        options = {"dataset": params["dataset"], "batch_bytes": self.config.batch_size_bytes or self.ctx.batch_bytes}
         try:
             # Connects and runs the COPY up to its first batch; the rest streams from a Rust thread.
             stream = _native.copy_stream(self._native_conninfo, setup, params["sql"], schema, options)
