@@ -174,7 +174,7 @@ class Decoder:
         rows, length = records.shape
         buffer = np.empty(rows * length + 2 * _PAD, np.uint8)  # one pass: only the pads are zeroed
         buffer[:_PAD] = buffer[_PAD + rows * length:] = 0
-        buffer[_PAD: _PAD + rows * length] = records.reshape(-1)
+        buffer[_PAD: _PAD + rows * length].reshape(rows, length)[...] = records  # strided records too
         if avail is not None and rows and int(avail.min()) < length:
             matrix = buffer[_PAD: _PAD + rows * length].reshape(rows, length)
             matrix[np.arange(length)[None, :] >= avail[:, None]] = self.code_page.space

@@ -351,12 +351,15 @@ class Framing:
     def _chunk(self, buffer: bytearray, starts: list[int], sizes: list[int], heads: list[int], first: int,
                base: int, end: int) -> Chunk:
         width = self.length
-        data = np.zeros(end + width, np.uint8)  # a copy (the bytearray shrinks after this), padded at the end
+        data = np.empty(end + width, np.uint8)  # a copy (the bytearray shrinks after this), padded at the end
         data[:end] = np.frombuffer(buffer, np.uint8, count=end)
+        data[end:] = 0
         starts_ = np.asarray(starts, np.int64)
         sizes_ = np.asarray(sizes, np.int64)
         heads_ = np.asarray(heads, np.int64)
-        records = np.lib.stride_tricks.sliding_window_view(data, width)[starts_]
+        records = _evenly_spaced(data, starts_, sizes_, width)
+        if records is None:
+            records = np.lib.stride_tricks.sliding_window_view(data, width)[starts_]
         fmt = self.fmt
 
         def raw(rows: np.ndarray) -> list[bytes]:
@@ -403,6 +406,18 @@ def _read_full(stream: BinaryIO | _HoldBack, size: int) -> bytes:
         parts.append(data)
         got += len(data)
     return b"".join(parts)
+
+
+def _evenly_spaced(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray, width: int) -> np.ndarray | None:
+    """The records as a strided view of ``data`` (no copy) when they follow each other at one step and none
+    is shorter than the layout (the usual variable-length file of one record length); else ``None``."""
+    rows = len(starts)
+    if rows < 2 or int(sizes.min()) < width:
+        return None
+    step = int(starts[1] - starts[0])
+    if step < width or not (np.diff(starts) == step).all():
+        return None
+    return np.lib.stride_tricks.as_strided(data[int(starts[0]):], (rows, width), (step, 1), writeable=False)
 
 
 def _same_header_run(buffer: bytes | bytearray, position: int, head: bytes, size: int, most: int,
