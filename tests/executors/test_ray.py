@@ -118,6 +118,36 @@ FROM generate_series(1, 40000) AS g;
 # --- results identical to the local executor ----------------------------------------------------------------
 
 
+def test_a_cpp_native_reader_runs_on_the_workers_like_locally(
+    ray_driver: RayCluster, s3_server: S3Server, tmp_path: Path, namespace: str,
+) -> None:
+    from tests.examples.test_cpp_fixedwidth import LIB, columns, render, sample
+
+    data = tmp_path / "data"  # a folder every node mounts at the same path (here: one machine)
+    data.mkdir()
+    for part in range(3):
+        rows = sample(4004, seed=part).slice(4 if part else 0, 4000)  # the edge ids once: ids stay unique
+        (data / f"part-{part}.txt").write_bytes(render(rows))
+
+    def job(ns: str, executor: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "version": 1, "name": "fixedwidth_ray", "executor": executor,
+            "source": {"type": "fixedwidth", "path": str(data / "*.txt"), "columns": columns(), "parallelism": 3,
+                       "reader": {"type": "custom", "implementation": {"lib": str(LIB)}, "fallback": "fail",
+                                  "options": {"min_split_bytes": 1, "batch_size": 1000}}},
+            "target": {"type": "iceberg", "namespace": ns, "table": "accounts", "catalog": s3_server.rest_catalog()},
+        }
+
+    run_in_process(tmp_path, job(namespace + "_local", {"type": "local"}))
+    report = run_in_process(tmp_path, job(namespace, {"type": "ray", "max_retries": 3,
+                                                      "shared_paths": [str(data)]}))
+    expected = lake(s3_server).load_table((namespace + "_local", "accounts")).scan().to_arrow().sort_by("id")
+    got = lake(s3_server).load_table((namespace, "accounts")).scan().to_arrow().sort_by("id")
+    assert expected.num_rows == 12_000 and got.equals(expected)
+    assert report.executor == "ray" and report.reader.language == "c++" and not report.fallback_used
+    assert report.datasets[0].splits >= 3 and sum(n.rows for n in report.nodes) == 12_000
+
+
 @pytest.mark.parametrize("implementation", [None, "rust_postgres", "go_postgres"],
                          ids=["python", "rust", "go"])
 def test_postgres_to_iceberg_on_s3_matches_the_local_executor(
