@@ -11,7 +11,7 @@ import pytest
 
 from dativo.errors import PluginFailed, SchemaMismatch
 from dativo.state import Watermark, WatermarkTracker
-from dativo.streams import Cancelled, GuardedStream, describe, schema_difference
+from dativo.streams import Cancelled, GuardedStream, Prefetch, describe, schema_difference
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
 
@@ -249,3 +249,37 @@ def test_malformed_batches_and_huge_schemas_are_the_readers_fault() -> None:
     nested = pa.schema([("n", deep)])
     with pytest.raises(PluginFailed, match="nested more than 64"):
         GuardedStream("0", "d", nested).open(pa.RecordBatchReader.from_batches(nested, []))
+
+
+def _pulled_ahead(max_bytes: int | None) -> tuple[int, list[int]]:
+    """How many 1 MiB batches a read-ahead of depth 3 pulls from its source while nobody consumes; then
+    consume everything, and return what was pulled and the row counts read (the stream stays whole)."""
+    pulled: list[int] = []
+    settled = threading.Event()
+
+    def source() -> Iterator[pa.RecordBatch]:
+        for i in range(6):
+            pulled.append(i)
+            if len(pulled) == (2 if max_bytes else 4):
+                settled.set()  # the pump now holds this batch and waits for room (or the queue is full)
+            yield pa.record_batch({"v": pa.array([i] * (1 << 17), pa.int64())})  # 1 MiB
+
+    ahead = Prefetch(source(), 3, threading.Event(), max_bytes=max_bytes)
+    assert settled.wait(10)
+    deadline = threading.Event()
+    deadline.wait(0.3)  # room for the pump to pull one batch too many, if it would
+    before = len(pulled)
+    rows = [batch.num_rows for batch in ahead]
+    return before, rows
+
+
+def test_read_ahead_stops_at_its_byte_bound_and_still_passes_every_batch() -> None:
+    before, rows = _pulled_ahead(max_bytes=1 << 20)  # room for one batch: one queued, one waiting
+    assert before == 2 and rows == [1 << 17] * 6
+    before, rows = _pulled_ahead(max_bytes=None)  # depth alone: three queued, one waiting
+    assert before == 4 and rows == [1 << 17] * 6
+
+
+def test_a_batch_larger_than_the_bound_still_goes_through() -> None:
+    big = pa.record_batch({"v": pa.array(range(1 << 18), pa.int64())})  # 2 MiB against a 1 KiB bound
+    assert [b.num_rows for b in Prefetch(iter([big, big]), 2, threading.Event(), max_bytes=1024)] == [1 << 18] * 2

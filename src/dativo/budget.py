@@ -5,7 +5,8 @@ and the read-ahead queue, and the row groups a writer gathers before it encodes 
 the libraries themselves (about 150 MB for pyarrow, pyiceberg and a driver) come on top. Each split gets an
 equal share; a split holds about two batches in read-ahead, one being built by the reader, one being
 conformed and one row group, so batches get a sixteenth of the share and row groups an eighth, within the
-bounds below. Options a job sets itself (``batch_size_bytes``, ``row_group_size_bytes``) win.
+bounds below. The read-ahead is bounded in bytes as well (:func:`read_ahead_bytes`), whatever size of batch
+a plugin sends. Options a job sets itself (``batch_size_bytes``, ``row_group_size_bytes``) win.
 
 Plugins learn the budget from :class:`~dativo.api.Context` (``memory_bytes``, ``batch_bytes``); an
 out-of-process plugin from its ``configure`` call, where the Go SDK also sets the Go runtime's soft memory
@@ -40,3 +41,8 @@ def batch_bytes(memory_bytes: int, parallelism: int) -> int:
 def row_group_bytes(memory_bytes: int, parallelism: int) -> int:
     """The Arrow bytes a writer gathers per split before it encodes them as a row group."""
     return _clamp(split_share(memory_bytes, parallelism) // 8, MIN_ROW_GROUP_BYTES, MAX_ROW_GROUP_BYTES)
+
+
+def read_ahead_bytes(memory_bytes: int, parallelism: int) -> int:
+    """The bytes of batches one split reads ahead at most (two batches of :func:`batch_bytes`)."""
+    return 2 * batch_bytes(memory_bytes, parallelism)

@@ -429,7 +429,9 @@ class Engine:
             self._ray.run(run, splits, mode, custom=(reader.custom, writer.custom), on_rows=self.on_rows)
             return
         cancel = threading.Event()
-        tasks = [SplitRun(run, split, reader, writer, mode=mode, cancel=cancel, on_rows=self.on_rows)
+        ahead = budget.read_ahead_bytes(self.job.memory_mb * budget.MiB, self.job.source.parallelism)
+        tasks = [SplitRun(run, split, reader, writer, mode=mode, cancel=cancel, on_rows=self.on_rows,
+                          read_ahead_bytes=ahead)
                  for split in splits]
         executor = LocalExecutor(self.job.source.parallelism)
         try:

@@ -126,6 +126,8 @@ class SplitRun:
         mode: The target's write mode (for ``prepare``).
         cancel: Set when another split failed: this one stops at its next batch.
         on_rows: Progress callback.
+        read_ahead_bytes: Bytes of batches read ahead at most (:func:`dativo.budget.read_ahead_bytes`);
+            ``None``: two batches, whatever their size.
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class SplitRun:
         mode: Mode,
         cancel: threading.Event,
         on_rows: Callable[[int], None] | None = None,
+        read_ahead_bytes: int | None = None,
     ) -> None:
         self.run = run
         self.split = split
@@ -146,6 +149,7 @@ class SplitRun:
         self.mode = mode
         self.cancel = cancel
         self.on_rows = on_rows
+        self.read_ahead_bytes = read_ahead_bytes
         self.tracker = WatermarkTracker(run.tracker.column, run.tracker.key_columns) if run.tracker else None
 
     def __call__(self) -> None:
@@ -170,6 +174,7 @@ class SplitRun:
             guard = GuardedStream(
                 self.split.id, run.dataset.name, run.schema,
                 tracker=self.tracker, cancel=self.cancel, on_rows=self.on_rows,
+                prefetch_bytes=self.read_ahead_bytes,
                 validate=not getattr(self.reader.spec, "builtin", False),  # a plugin's buffers are untrusted
             )
             try:

@@ -122,6 +122,8 @@ class GuardedStream:
         cancel: Set by the engine to stop every split.
         on_rows: Called with each batch's row count (progress).
         prefetch: Batches to read ahead in a background thread (0: none).
+        prefetch_bytes: At most this many bytes of batches read ahead (one batch always may be); ``None``:
+            only ``prefetch`` bounds it. Part of the job's memory budget (:mod:`dativo.budget`).
         validate: Check every batch's buffers fully before anything else touches them (``False`` only for
             the built-in readers): a plugin's offsets or dictionary indices may point anywhere in memory.
     """
@@ -137,6 +139,7 @@ class GuardedStream:
         cancel: threading.Event | None = None,
         on_rows: Callable[[int], None] | None = None,
         prefetch: int = 2,
+        prefetch_bytes: int | None = None,
         validate: bool = True,
     ) -> None:
         self.split_id = split_id
@@ -147,6 +150,7 @@ class GuardedStream:
         self.cancel = cancel or threading.Event()
         self.on_rows = on_rows
         self.prefetch = prefetch
+        self.prefetch_bytes = prefetch_bytes
         self.validate = validate
         self._prefetch: Prefetch | None = None
         self.rows = 0
@@ -253,7 +257,7 @@ class GuardedStream:
         assert self.schema is not None
         batches: Iterator[pa.RecordBatch] | Prefetch = source
         if self.prefetch:
-            batches = self._prefetch = Prefetch(source, self.prefetch, self.cancel)
+            batches = self._prefetch = Prefetch(source, self.prefetch, self.cancel, self.prefetch_bytes)
         return pa.RecordBatchReader.from_batches(self.schema, self._guarded(iter(batches)))
 
     def close(self, timeout: float | None = None) -> bool:
@@ -302,16 +306,28 @@ class Prefetch:
     produced ``source`` be closed (closing an ADBC stream that another thread is reading crashes the process).
     """
 
-    def __init__(self, source: Iterator[pa.RecordBatch], depth: int, cancel: threading.Event) -> None:
+    def __init__(self, source: Iterator[pa.RecordBatch], depth: int, cancel: threading.Event,
+                 max_bytes: int | None = None) -> None:
         self._source = source
         self._buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._cancel = cancel
+        self._max_bytes = max_bytes
+        self._queued = 0  # bytes of the batches in the buffer
+        self._room = threading.Condition()
         self._worker = threading.Thread(target=self._pump, name="dativo-prefetch", daemon=True)
         self._worker.start()
 
-    def _put(self, item: Any) -> bool:
-        while not (self._stop.is_set() or self._cancel.is_set()):
+    def _stopped(self) -> bool:
+        return self._stop.is_set() or self._cancel.is_set()
+
+    def _put(self, item: Any, size: int = 0) -> bool:
+        if size and self._max_bytes is not None:
+            with self._room:  # a batch waits while others fill the byte bound; one alone always goes
+                while self._queued and self._queued + size > self._max_bytes and not self._stopped():
+                    self._room.wait(0.1)
+                self._queued += size
+        while not self._stopped():
             try:
                 self._buffer.put(item, timeout=0.1)
                 return True
@@ -322,11 +338,17 @@ class Prefetch:
     def _pump(self) -> None:
         try:
             for batch in self._source:
-                if not self._put(batch):
+                if not self._put(batch, batch.nbytes if self._max_bytes is not None else 0):
                     return
             self._put(_DONE)
         except BaseException as exc:  # handed to the consuming thread, which raises it there
             self._put(exc)
+
+    def _taken(self, item: Any) -> None:
+        if self._max_bytes is not None and isinstance(item, pa.RecordBatch):
+            with self._room:
+                self._queued -= item.nbytes
+                self._room.notify()
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
@@ -341,6 +363,7 @@ class Prefetch:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                self._taken(item)
                 yield item
         finally:
             self.close(wait=False)

@@ -35,7 +35,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dativo import allocator
+from dativo import allocator, budget
 from dativo.api import Dataset, Mode, Split, State, WrittenFiles
 from dativo.config import JobConfig
 from dativo.errors import DativoError, PluginFailed, PluginIncompatible, PluginNotFound
@@ -218,8 +218,9 @@ def execute(task: SplitTask, plugins: Plugins, progress: Progress,
             run = DatasetRun(task.dataset, task.schema, task.previous_state, tracker)
             try:
                 run.prepare(bound, task.mode)
+                ahead = budget.read_ahead_bytes(task.job.memory_mb * budget.MiB, task.job.source.parallelism)
                 SplitRun(run, task.split, reader, bound, mode=task.mode, cancel=threading.Event(),
-                         on_rows=progress)()
+                         on_rows=progress, read_ahead_bytes=ahead)()
             finally:
                 on_stuck(run.stuck_streams)
             result.written = run.written[0] if run.written else None

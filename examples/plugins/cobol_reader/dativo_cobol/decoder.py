@@ -172,13 +172,17 @@ class Decoder:
             The batch and the fields whose bytes did not decode (empty when all is well).
         """
         rows, length = records.shape
-        buffer = np.empty(rows * length + 2 * _PAD, np.uint8)  # one pass: only the pads are zeroed
-        buffer[:_PAD] = buffer[_PAD + rows * length:] = 0
-        buffer[_PAD: _PAD + rows * length].reshape(rows, length)[...] = records  # strided records too
+        found = padded_buffer(records) if avail is None else None
+        if found is not None:  # the records sit between zero pads already (fixed-length files): no copy
+            buffer, start = found
+        else:
+            buffer, start = np.empty(rows * length + 2 * _PAD, np.uint8), _PAD  # one pass: only the pads zeroed
+            buffer[:_PAD] = buffer[_PAD + rows * length:] = 0
+            buffer[_PAD: _PAD + rows * length].reshape(rows, length)[...] = records  # strided records too
         if avail is not None and rows and int(avail.min()) < length:
             matrix = buffer[_PAD: _PAD + rows * length].reshape(rows, length)
             matrix[np.arange(length)[None, :] >= avail[:, None]] = self.code_page.space
-        frame = _Frame(buffer, _PAD, (rows,), (length,), None if avail is None else avail.astype(np.int64))
+        frame = _Frame(buffer, start, (rows,), (length,), None if avail is None else avail.astype(np.int64))
         self._root, self._active = frame, active or {}
         issues: list[Issue] = []
         columns = [self._column(c, frame, (), issues) for c in self.layout.record.selected]
@@ -362,6 +366,22 @@ class Decoder:
             array = pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
         lows = (units != 0).astype(np.uint8)
         return self._finish(array, lows, b"\x00" if not lows.all() else b"", valid)
+
+
+def padded_buffer(records: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """The array ``records`` is a contiguous part of and its offset there, when ``_PAD`` zero bytes surround it
+    (a buffer :mod:`dativo_cobol.records` read a fixed-length file into); else ``None``."""
+    root = records
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root is records or not records.flags.c_contiguous or root.dtype != np.uint8 or root.ndim != 1 \
+            or not root.flags.c_contiguous:
+        return None
+    start = records.ctypes.data - root.ctypes.data
+    end = start + records.nbytes
+    if start < _PAD or end + _PAD > root.size or root[start - _PAD: start].any() or root[end: end + _PAD].any():
+        return None
+    return root, start
 
 
 def _codes(raw: bytes, rows: int, width: int) -> np.ndarray:

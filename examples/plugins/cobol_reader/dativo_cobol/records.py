@@ -234,16 +234,20 @@ class Framing:
         position, record = start, first
         while end is None or position < end:
             want = self.batch_rows * size if end is None else min(self.batch_rows * size, end - position)
-            data = _read_full(stream, want)
-            if not data:
+            if size == width:  # read straight into a padded batch buffer, which the decoder uses as it is
+                padded, got = _read_padded(stream, want)
+                data = padded[PAD: PAD + got]
+            else:
+                data = np.frombuffer(_read_full(stream, want), np.uint8)
+            if not data.size:
                 return
-            if len(data) % size:
-                raise PluginFailed(f"{path}: {len(data) % size} bytes are left at byte {position + len(data) - len(data) % size}"
+            if data.size % size:
+                raise PluginFailed(f"{path}: {data.size % size} bytes are left at byte {position + data.size - data.size % size}"
                                    f", which is not a whole {size}-byte record", hint="Check that the copybook "
                                    "(or record_length) matches the file, file_start_offset/file_end_offset, and that "
                                    "it was transferred completely; if records start with a 4-byte RDW, set "
                                    "record_format: V.")
-            records = np.frombuffer(data, np.uint8).reshape(-1, size)
+            records = data.reshape(-1, size)
             rows = records.shape[0]
             avail = None
             if size != width:  # a record_length other than the copybook's
@@ -253,8 +257,8 @@ class Framing:
                 records = wide
             offsets = position + np.arange(rows, dtype=np.int64) * size
             yield Chunk(records, avail, record, offsets,
-                        lambda rows_, data=data: [data[r * size:(r + 1) * size] for r in rows_])
-            position += len(data)
+                        lambda rows_, data=data: [data[r * size:(r + 1) * size].tobytes() for r in rows_])
+            position += data.size
             record += rows
 
     def _walk(self, path: str, buffer: bytearray, position: int, base: int, record: int, eof: bool,
@@ -395,6 +399,31 @@ class _HoldBack:
         count = max(0, min(size, len(self.held) - self.footer))
         out, self.held = self.held[:count], self.held[count:]
         return out
+
+
+PAD = 8
+"""Zero bytes before and after a padded batch buffer (see :func:`dativo_cobol.decoder.padded_buffer`)."""
+
+
+def _read_padded(stream: BinaryIO | _HoldBack, size: int) -> tuple[np.ndarray, int]:
+    """Up to ``size`` bytes of ``stream`` in a new buffer between ``PAD`` zero bytes; and how many were read."""
+    buffer = np.empty(size + 2 * PAD, np.uint8)
+    buffer[:PAD] = 0
+    readinto = getattr(stream, "readinto", None)
+    got = 0
+    if readinto is None:  # a stream that hides a footer: read, then copy
+        data = _read_full(stream, size)
+        got = len(data)
+        buffer[PAD: PAD + got] = np.frombuffer(data, np.uint8)
+    else:
+        view = memoryview(buffer)[PAD: PAD + size]
+        while got < size:
+            count = readinto(view[got:])
+            if not count:
+                break
+            got += count
+    buffer[PAD + got: PAD + got + PAD] = 0
+    return buffer, got
 
 
 def _read_full(stream: BinaryIO | _HoldBack, size: int) -> bytes:
