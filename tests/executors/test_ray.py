@@ -10,6 +10,7 @@ one clear error.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -237,9 +238,46 @@ def test_a_plugin_missing_on_a_worker_falls_back_to_the_built_in(
     assert sorted_rows(lake(s3_server).load_table((namespace, "orders"))).num_rows == 40_000
 
 
-def dativo(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def test_runtime_env_ships_a_python_plugin_the_workers_lack(
+    ray_cluster: RayCluster, pg_schema: PgSchema, s3_server: S3Server, tmp_path: Path, namespace: str,
+) -> None:
+    package = tmp_path / "shipped" / f"shipped_{uuid.uuid4().hex[:8]}"  # on the driver's PYTHONPATH only
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(MISSING_READER, encoding="utf-8")
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    env = subprocess_env()
+    env["PYTHONPATH"] += os.pathsep + str(package.parent)
+    pg_schema.execute(ORDERS_DDL)
+    implementation = f"{package.name}:OnlyOnTheDriver"
+
+    def run(**executor_keys: Any) -> subprocess.CompletedProcess[str]:
+        job = job_dict(pg_schema, s3_server, namespace, "orders", address=ray_cluster.address,
+                       implementation=implementation, **executor_keys)
+        return dativo("run", str(write_job(jobs, job)), "--json", cwd=jobs, env=env)
+
+    missing = run()  # the workers cannot import it ...
+    assert missing.returncode != 0 and "on Ray node" in missing.stderr and package.name in missing.stderr
+    shipped = run(runtime_env={"py_modules": [str(package)]})  # ... until runtime_env ships it
+    assert shipped.returncode == 0, shipped.stderr[-3000:]
+    report = json.loads(shipped.stdout)
+    assert not report["fallback_used"] and report["reader"]["implementation"] == implementation
+    assert report["rows_written"] == 40_000 and sum(n["splits"] for n in report["nodes"]) == 4
+    assert sorted_rows(lake(s3_server).load_table((namespace, "orders"))).num_rows == 40_000
+
+
+def test_local_runtime_env_folders_need_dativo_to_join_the_cluster_itself(
+    ray_driver: RayCluster, pg_schema: PgSchema, s3_server: S3Server, tmp_path: Path, namespace: str,
+) -> None:
+    job = job_dict(pg_schema, s3_server, namespace, "orders", runtime_env={"py_modules": [str(tmp_path)]})
+    with pytest.raises(ConfigError, match="uploads only when Dativo joins the cluster itself"):
+        run_in_process(tmp_path, job)
+
+
+def dativo(*args: str, cwd: Path, timeout: float = 240,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dativo", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=subprocess_env())
+                          timeout=timeout, env=env or subprocess_env())
 
 
 def test_a_target_on_the_drivers_disk_is_refused_up_front(tmp_path: Path) -> None:

@@ -129,6 +129,14 @@ class RayExecutor:
         ray = self._ray = _ray()
         if not ray.is_initialized():
             self._connect(ray)
+        elif _uploads(self._runtime_env()):
+            raise ConfigError(
+                f"executor.runtime_env names local folders ({', '.join(_uploads(self._runtime_env()))}), which Ray "
+                "uploads only when Dativo joins the cluster itself, but this process had joined Ray already",
+                job=self.job.name,
+                hint="Run the job with `dativo run`, or give py_modules/working_dir as remote URIs (s3://…, "
+                "https://….zip), or install the plugin on every node.",
+            )
         try:
             self._check_resources(ray)
             self._counter = ray.remote(num_cpus=0)(Counter).remote()
@@ -151,8 +159,11 @@ class RayExecutor:
         if address != "auto":
             self._probe(address)
         try:
+            # A runtime_env given here applies to every task and may upload local folders (py_modules,
+            # working_dir); Ray refuses those in a task's own options.
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
-                     namespace="dativo", configure_logging=False)
+                     namespace="dativo", configure_logging=False,
+                     runtime_env=self._runtime_env() if self.config.runtime_env else None)
         except Exception as exc:
             raise ConnectionFailed(
                 f"cannot join the Ray cluster at {address}: {_first_line(exc)}",
@@ -240,7 +251,7 @@ class RayExecutor:
             options["memory"] = resources.pop("memory")
         if resources:
             options["resources"] = resources
-        if self.config.runtime_env:
+        if self.config.runtime_env and not self._connected_here:  # else the connection carries it
             options["runtime_env"] = self._runtime_env()
         return options
 
@@ -397,6 +408,12 @@ class RayExecutor:
                        rows_per_s=round(n.rows / n.seconds, 1) if n.seconds > 0 else 0.0)
             for name, n in sorted(self._nodes.items())
         ]
+
+
+def _uploads(env: dict[str, Any]) -> list[str]:
+    """The local folders and files of a runtime_env (``working_dir``, ``py_modules``) that Ray would upload."""
+    entries = [env.get("working_dir"), *(env.get("py_modules") or [])]
+    return [e for e in entries if isinstance(e, str) and "://" not in e]
 
 
 def warm_worker(source: str, target: str) -> None:
