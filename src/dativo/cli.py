@@ -24,7 +24,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dativo import allocator, version_line
+from dativo import version_line
 from dativo.api import Dataset
 from dativo.cli_common import DebugOpt, JobArg, JsonOpt, Terminated, err, fail, guarded, out, setup_logging
 from dativo.cli_plugins import plugin_app, plugins_app, sdk_app
@@ -384,7 +384,6 @@ def _memory_pool() -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point."""
-    allocator.tune()  # before any native library allocates a batch
     if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
         _memory_pool()
     return app(args=argv if argv is not None else sys.argv[1:], prog_name="dativo")

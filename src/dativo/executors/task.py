@@ -35,7 +35,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dativo import allocator, budget
+from dativo import budget
 from dativo.api import Dataset, Mode, Split, State, WrittenFiles
 from dativo.config import JobConfig
 from dativo.errors import DativoError, PluginFailed, PluginIncompatible, PluginNotFound
@@ -205,7 +205,6 @@ def execute(task: SplitTask, plugins: Plugins, progress: Progress,
     Returns:
         The result; a failure is in its ``error``, never raised (except an interrupt of the task itself).
     """
-    allocator.tune()  # a Ray worker is a Python process of its own, not started by the dativo command
     node = node_address()
     started = time.monotonic()
     result = SplitResult(split=task.split.id, node=node, attempt=attempt_number())
