@@ -525,7 +525,7 @@ class JobConfig(_Strict):
         ge=16,
         le=1 << 20,
         description="Memory budget of the run's buffers in MiB, shared by all splits: it sizes record batches, "
-        "read-ahead and row groups, and is a Go plugin's soft memory limit (docs/configuration.md).",
+        "read-ahead and row groups, and is a Go plugin's soft memory limit (README: Memory).",
     )
     _path: Path | None = PrivateAttr(None)
 
