@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from dativo import secrets
-from dativo.budget import DEFAULT_MEMORY_MB
+from dativo.budget import DEFAULT_MEMORY_MB, MiB
 from dativo.errors import ConfigError
 from dativo.substitution import substitute
 from dativo.yamlfile import Located, index_lines, load_document
@@ -528,6 +528,11 @@ class JobConfig(_Strict):
         "read-ahead and row groups, and is a Go plugin's soft memory limit (README: Memory).",
     )
     _path: Path | None = PrivateAttr(None)
+
+    @property
+    def memory_bytes(self) -> int:
+        """``memory_mb`` in bytes."""
+        return self.memory_mb * MiB
 
     @property
     def path(self) -> Path | None:

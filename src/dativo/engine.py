@@ -171,8 +171,8 @@ class Engine:
                 parallelism=self.job.source.parallelism,
                 cursor=self.job.source.incremental.cursor if self.job.source.incremental else None,
                 work_dir=str(self.work_dir),
-                memory_bytes=self.job.memory_mb * budget.MiB,
-                batch_bytes=budget.batch_bytes(self.job.memory_mb * budget.MiB, self.job.source.parallelism),
+                memory_bytes=self.job.memory_bytes,
+                batch_bytes=budget.batch_bytes(self.job.memory_bytes, self.job.source.parallelism),
             )
             instance = self._plugin_host().instantiate(spec, config, ctx)
         except DativoError as exc:
@@ -429,7 +429,7 @@ class Engine:
             self._ray.run(run, splits, mode, custom=(reader.custom, writer.custom), on_rows=self.on_rows)
             return
         cancel = threading.Event()
-        ahead = budget.read_ahead_bytes(self.job.memory_mb * budget.MiB, self.job.source.parallelism)
+        ahead = budget.read_ahead_bytes(self.job.memory_bytes, self.job.source.parallelism)
         tasks = [SplitRun(run, split, reader, writer, mode=mode, cancel=cancel, on_rows=self.on_rows,
                           read_ahead_bytes=ahead)
                  for split in splits]

@@ -129,9 +129,9 @@ class RayExecutor:
         ray = self._ray = _ray()
         if not ray.is_initialized():
             self._connect(ray)
-        elif _uploads(self._runtime_env()):
+        elif uploads := _uploads(self._runtime_env()):
             raise ConfigError(
-                f"executor.runtime_env names local folders ({', '.join(_uploads(self._runtime_env()))}), which Ray "
+                f"executor.runtime_env names local folders ({', '.join(uploads)}), which Ray "
                 "uploads only when Dativo joins the cluster itself, but this process had joined Ray already",
                 job=self.job.name,
                 hint="Run the job with `dativo run`, or give py_modules/working_dir as remote URIs (s3://…, "

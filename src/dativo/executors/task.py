@@ -217,7 +217,7 @@ def execute(task: SplitTask, plugins: Plugins, progress: Progress,
             run = DatasetRun(task.dataset, task.schema, task.previous_state, tracker)
             try:
                 run.prepare(bound, task.mode)
-                ahead = budget.read_ahead_bytes(task.job.memory_mb * budget.MiB, task.job.source.parallelism)
+                ahead = budget.read_ahead_bytes(task.job.memory_bytes, task.job.source.parallelism)
                 SplitRun(run, task.split, reader, bound, mode=task.mode, cancel=threading.Event(),
                          on_rows=progress, read_ahead_bytes=ahead)()
             finally:

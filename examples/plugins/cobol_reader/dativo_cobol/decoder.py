@@ -41,11 +41,12 @@ import pyarrow.compute as pc
 
 from dativo_cobol.codepages import CodePage, code_page
 from dativo_cobol.copybook import Item, Layout
+from dativo_cobol.records import PAD
 
 Trim = Literal["right", "left", "both", "none"]
 Invalid = Literal["null", "reject_record", "fail"]
 _PRESENT = 1 << 40  # "all bytes present" in a frame's avail
-_PAD = 8  # bytes before and after a batch, so any field can be read as the low bytes of an 8-byte word
+_PAD = PAD  # bytes before and after a batch, so any field can be read as the low bytes of an 8-byte word
 _TEN_18 = pa.scalar(Decimal(10**18), pa.decimal128(19, 0))
 _LANES = 0x0F0F0F0F0F0F0F0F
 _SIX = 0x0606060606060606

@@ -25,6 +25,9 @@ import numpy as np
 from dativo.errors import PluginFailed
 
 _MiB = 1 << 20
+PAD = 8
+"""Zero bytes before and after a batch buffer, so that the decoder may read any field as the low bytes of
+an 8-byte word (see :func:`dativo_cobol.decoder.padded_buffer`)."""
 _FORMAT_HINT = ("Check record_format and the RDW/BDW options (is_rdw_big_endian, is_rdw_part_of_record_length, "
                 "rdw_adjustment), and that the file was transferred in binary.")
 
@@ -399,10 +402,6 @@ class _HoldBack:
         count = max(0, min(size, len(self.held) - self.footer))
         out, self.held = self.held[:count], self.held[count:]
         return out
-
-
-PAD = 8
-"""Zero bytes before and after a padded batch buffer (see :func:`dativo_cobol.decoder.padded_buffer`)."""
 
 
 def _read_padded(stream: BinaryIO | _HoldBack, size: int) -> tuple[np.ndarray, int]:
