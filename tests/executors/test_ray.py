@@ -316,6 +316,29 @@ def test_a_local_path_is_refused_unless_declared_shared(tmp_path: Path) -> None:
     assert unreachable(job(shared_paths=[str(tmp_path)]), tmp_path / ".dativo") == []
 
 
+def test_a_plugin_sources_file_on_the_drivers_disk_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "accounts.dat"
+    data.write_bytes(b"\x00" * 64)
+
+    def job(source: dict[str, Any], **executor: Any) -> Any:
+        return parse_job(yaml.safe_dump({
+            "version": 1, "name": "mainframe", "source": {"type": "cobol", **source},
+            "target": {"type": "parquet", "path": "s3://bucket/out"},
+            "executor": {"type": "ray", **executor},
+        }), source=tmp_path / "job.yaml")
+
+    from dativo.executors.reach import unreachable
+
+    in_options = {"reader": {"type": "custom", "implementation": "cobol", "options": {"path": str(data)}}}
+    [(where, why)] = unreachable(job(in_options), tmp_path / ".dativo")
+    assert where == "source.reader.options.path" and str(data) in why and "driver's disk" in why
+    [(where, _)] = unreachable(job({"path": [str(tmp_path / "*.dat")]}), tmp_path / ".dativo")
+    assert where == "source.path"
+    # what a plugin's path means is its own business: one that names nothing here is left to the plugin
+    assert unreachable(job({"path": "/api/v1/accounts"}), tmp_path / ".dativo") == []
+    assert unreachable(job(in_options, shared_paths=[str(tmp_path)]), tmp_path / ".dativo") == []
+
+
 def test_an_unreachable_cluster_is_one_clear_error(tmp_path: Path, s3_server: S3Server, pg_schema: PgSchema) -> None:
     [port] = free_ports(1)
     job = write_job(tmp_path, job_dict(pg_schema, s3_server, "never", "orders", executor="local"))

@@ -7,18 +7,24 @@ see. :func:`unreachable` finds them before anything runs, so the job is refused 
 what to use instead, rather than failing on a worker after the target was created. A folder the user
 declares in ``executor.shared_paths`` (mounted at the same path on every node) is accepted.
 
-Connectors this module does not know (a custom type) are the plugin's own business: nothing is refused.
+A connector this module does not know (a custom type, read or written by a plugin) says what its keys mean
+itself, so its ``path`` (beside the type, or in the implementation's ``options``) is refused only when it
+names a file or folder that exists on the driver's disk outside the shared paths: that is data the workers
+would not find.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from dativo.config import JobConfig
 from dativo.errors import ConfigError
+from dativo.registry import has_builtin
 
 _FILE_SOURCES = ("csv", "jsonl", "parquet")
 _REMOTE_SCHEMES = ("s3", "s3a", "gs", "gcs", "abfs", "abfss", "hdfs", "http", "https")
@@ -52,6 +58,19 @@ def _shared(path: Path, shared: list[Path]) -> bool:
     return any(path == folder or folder in path.parents for folder in shared)
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` (which may be a glob) names something on this machine's disk."""
+    return path.exists() or (glob.has_magic(str(path)) and bool(glob.glob(str(path))))
+
+
+def _plugin_paths(name: str, role: str, settings: dict[str, Any], options: dict[str, Any]
+                  ) -> Iterator[tuple[str, Any]]:
+    """The ``(YAML path, value)`` of every path a custom connector's section names, lists flattened."""
+    for where, value in ((f"{name}.path", settings.get("path")), (f"{name}.{role}.options.path", options.get("path"))):
+        for item in value if isinstance(value, list) else [value]:
+            yield where, item
+
+
 def unreachable(job: JobConfig, work_dir: Path) -> list[tuple[str, str]]:
     """The places of ``job`` only the driver can reach: ``(YAML path, why)`` pairs, empty when none.
 
@@ -63,13 +82,19 @@ def unreachable(job: JobConfig, work_dir: Path) -> list[tuple[str, str]]:
     shared = [Path(os.path.abspath(os.path.expanduser(p))) for p in job.executor.shared_paths]
     found: list[tuple[str, str]] = []
 
-    def check(where: str, location: Any, what: str) -> None:
+    def check(where: str, location: Any, what: str, *, existing: bool = False) -> None:
         if not isinstance(location, str):
             return
         local = _local(location)
         if local is None:
             return
-        path = _absolute(local, base)
+        if existing:  # a plugin's path may be relative to the working directory or to the job's folder
+            candidates = [p for p in (_absolute(local, Path.cwd()), _absolute(local, base)) if _exists(p)]
+            if not candidates:
+                return
+            path = candidates[0]
+        else:
+            path = _absolute(local, base)
         if not _shared(path, shared):
             found.append((where, f"{what} {path} is on the driver's disk"))
 
@@ -78,8 +103,14 @@ def unreachable(job: JobConfig, work_dir: Path) -> list[tuple[str, str]]:
         paths = source.get("path")
         for path in paths if isinstance(paths, list) else [paths]:
             check("source.path", path, "the source path")
+    elif not has_builtin("reader", job.source.type):
+        for where, path in _plugin_paths("source", "reader", source, job.source.reader.options):
+            check(where, path, "the source path", existing=True)
     if job.target.type == "parquet":
         check("target.path", target.get("path"), "the target path")
+    elif not has_builtin("writer", job.target.type):
+        for where, path in _plugin_paths("target", "writer", target, job.target.writer.options):
+            check(where, path, "the target path", existing=True)
     if job.target.type == "iceberg":
         catalog = target.get("catalog")
         if not isinstance(catalog, dict):
