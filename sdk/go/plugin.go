@@ -117,7 +117,7 @@ type Context struct {
 	// WorkDir is a folder the plugin may use for scratch files.
 	WorkDir string `json:"work_dir"`
 	// MemoryBytes is the job's memory budget for buffers, across all splits (its memory_mb). The SDK makes
-	// it the Go runtime's soft memory limit unless GOMEMLIMIT is set; 0 from a host that does not send it.
+	// half of it the Go runtime's soft memory limit unless GOMEMLIMIT is set; 0 from a host that does not send it.
 	MemoryBytes int64 `json:"memory_bytes"`
 	// BatchBytes is the record batch size a reader should build within that budget (0: not sent); an
 	// option the job sets explicitly wins.

@@ -16,6 +16,9 @@ def main() -> Any:
 
         print(version_line())
         return 0
+    from dativo.allocator import tune_malloc
+
+    tune_malloc()  # before pyarrow and its threads allocate: see dativo.allocator
     from dativo.cli import main as cli_main
 
     return cli_main()

@@ -10,7 +10,8 @@ a plugin sends. Options a job sets itself (``batch_size_bytes``, ``row_group_siz
 
 Plugins learn the budget from :class:`~dativo.api.Context` (``memory_bytes``, ``batch_bytes``); an
 out-of-process plugin from its ``configure`` call, where the Go SDK also sets the Go runtime's soft memory
-limit to it (``GOMEMLIMIT``), because a Go process otherwise lets its heap grow to twice what is live.
+limit to half of it (``GOMEMLIMIT``; the host holds the rest) and collects at ``GOGC=50``, because a Go
+process otherwise lets its heap grow to twice what is live.
 """
 
 from __future__ import annotations

@@ -19,12 +19,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-import pyarrow as pa
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dativo import version_line
+from dativo import allocator, version_line
 from dativo.api import Dataset
 from dativo.cli_common import DebugOpt, JobArg, JsonOpt, Terminated, err, fail, guarded, out, setup_logging
 from dativo.cli_plugins import plugin_app, plugins_app, sdk_app
@@ -374,16 +373,7 @@ def _main(
     """Config-driven data ingestion with pluggable readers and writers."""
 
 
-def _memory_pool() -> None:
-    """Use jemalloc where pyarrow has it: it hands freed batch memory back sooner, so RSS stays flat."""
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except (NotImplementedError, pa.ArrowNotImplementedError):  # a build without jemalloc keeps its default
-        pass
-
-
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point."""
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        _memory_pool()
+    allocator.tune()
     return app(args=argv if argv is not None else sys.argv[1:], prog_name="dativo")

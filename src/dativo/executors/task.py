@@ -35,7 +35,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dativo import budget
+from dativo import allocator, budget
 from dativo.api import Dataset, Mode, Split, State, WrittenFiles
 from dativo.config import JobConfig
 from dativo.errors import DativoError, PluginFailed, PluginIncompatible, PluginNotFound
@@ -205,6 +205,7 @@ def execute(task: SplitTask, plugins: Plugins, progress: Progress,
     Returns:
         The result; a failure is in its ``error``, never raised (except an interrupt of the task itself).
     """
+    allocator.tune()  # a Ray worker is not started by the dativo command, which tunes its own process
     node = node_address()
     started = time.monotonic()
     result = SplitResult(split=task.split.id, node=node, attempt=attempt_number())

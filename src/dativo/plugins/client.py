@@ -154,7 +154,7 @@ class Connection:
         location, self.process = launcher.start(role, logger)
         self.location = location
         try:
-            self.client = fl.FlightClient(location)
+            self.client = fl.FlightClient(location, generic_options=_options(location))
             health = self.action("health", timeout=max(launcher.start_timeout_s, 1.0))
             spoken = health.get("dativo_flight", PROTOCOL_VERSION)
             mismatch = protocol_mismatch(spoken, f"the plugin at {location}")
@@ -323,6 +323,16 @@ class Connection:
                 self.client.close()
             except Exception:  # nothing left to tell anyone
                 pass
+
+
+_LOCAL_SOCKET_OPTIONS = [("grpc.http2.bdp_probe", 0)]
+"""On a local socket there is no bandwidth-delay product to probe: left on, gRPC widens its receive window
+and buffers more of the plugin's batches than the read-ahead allows (about 25 MB more host RSS, measured with
+a Go reader of 8 MiB batches), for no speed."""
+
+
+def _options(location: str) -> list[tuple[str, Any]]:
+    return _LOCAL_SOCKET_OPTIONS if location.startswith("grpc+unix:") else []
 
 
 class _GetStream:
