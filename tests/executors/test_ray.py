@@ -171,6 +171,25 @@ def test_postgres_to_iceberg_on_s3_matches_the_local_executor(
     assert all(n.node for n in report.nodes)
 
 
+def test_a_driver_outside_the_cluster_runs_the_job_through_ray_client(
+    ray_cluster: RayCluster, pg_schema: PgSchema, s3_server: S3Server, tmp_path: Path, namespace: str,
+) -> None:
+    pg_schema.execute(ORDERS_DDL)
+    local = job_dict(pg_schema, s3_server, namespace + "_local", "orders", executor="local")
+    run_in_process(tmp_path, local)
+    job = write_job(tmp_path, job_dict(pg_schema, s3_server, namespace, "orders", executor="local"))
+
+    done = dativo("run", str(job), "--executor", "ray", "--address", ray_cluster.client_address, "--json",
+                  cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["executor"] == "ray" and report["rows_written"] == 40_000
+    assert sum(n["splits"] for n in report["nodes"]) == 4
+    expected = sorted_rows(lake(s3_server).load_table((namespace + "_local", "orders")))
+    assert sorted_rows(lake(s3_server).load_table((namespace, "orders"))).equals(expected)
+
+
 def test_an_incremental_run_resumes_after_the_watermark_the_workers_reported(
     ray_driver: RayCluster, pg_schema: PgSchema, s3_server: S3Server, tmp_path: Path, namespace: str,
 ) -> None:

@@ -79,6 +79,37 @@ def rdw(record: bytes, big_endian: bool = True, includes_header: bool = True) ->
     return (word if big_endian else word[::-1]) + record
 
 
+def spanned(record: bytes, most: int) -> list[bytes]:
+    """A record as the segments of a spanned file (RECFM=VS): each at most ``most`` payload bytes, after a
+    segment descriptor word whose third byte says whole (0), first (1), last (2) or middle (3)."""
+    parts = [record[i: i + most] for i in range(0, len(record), most)] or [b""]
+    codes = [0] if len(parts) == 1 else [1, *[3] * (len(parts) - 2), 2]
+    return [(len(p) + 4).to_bytes(2, "big") + bytes([c, 0]) + p for p, c in zip(parts, codes)]
+
+
+def spanned_blocks(records: list[bytes], block_size: int) -> bytes:
+    """Records in BDW blocks of at most ``block_size`` bytes, spanning blocks where they do not fit (VBS)."""
+    blocks, block = [], b""
+    for payload in records:
+        rest = payload
+        first = True
+        while True:
+            room = block_size - 4 - len(block) - 4
+            if room <= 0 or (room < len(rest) and room < 8):
+                blocks.append(block)
+                block = b""
+                continue
+            piece, rest = rest[:room], rest[room:]
+            code = (0 if not rest else 1) if first else (2 if not rest else 3)
+            block += (len(piece) + 4).to_bytes(2, "big") + bytes([code, 0]) + piece
+            first = False
+            if not rest:
+                break
+    if block:
+        blocks.append(block)
+    return b"".join(bdw(b) for b in blocks)
+
+
 def bdw(block: bytes) -> bytes:
     """A block after its block descriptor word (length includes the BDW)."""
     return (len(block) + 4).to_bytes(2, "big") + b"\x00\x00" + block

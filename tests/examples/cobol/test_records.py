@@ -1,4 +1,4 @@
-"""Record formats: F, FB, V (both byte orders, both length rules), VB, D, lengths inside records, headers and
+"""Record formats: F, FB, V (both byte orders, both length rules), VB, VS and VBS (spanned records), D, lengths inside records, headers and
 footers, gzip, and splits that start at record boundaries."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from dativo_cobol.reader import CobolConfig
 from pydantic import ValidationError
 
 from dativo.errors import PluginFailed
-from tests.examples.cobol.encoder import ascii_zoned, bdw, binary, packed, rdw, text, zoned
+from tests.examples.cobol.encoder import (
+    ascii_zoned, bdw, binary, packed, rdw, spanned, spanned_blocks, text, zoned,
+)
 from tests.examples.cobol.harness import make_reader, read
 
 COPYBOOK = """\
@@ -99,6 +101,54 @@ def test_a_record_that_does_not_fit_its_block(tmp_path: Path) -> None:
     block[4 + 25 + 1] += 3  # the second RDW claims 3 bytes more than the block has
     with pytest.raises(PluginFailed, match=r"the record at byte 29 \(in the block at byte 0\)"):
         read(tmp_path, bytes(block), COPYBOOK, record_format="VB")
+
+
+def padded(i: int) -> bytes:
+    """A record of the copybook with 0–60 filler bytes after it, so that records span segments unevenly."""
+    return record(i) + b"\x40" * random.Random(i).choice([0, 7, 30, 60])
+
+
+def test_vs_records_are_joined_from_their_segments_in_parallel_splits(tmp_path: Path) -> None:
+    data = b"".join(b"".join(spanned(padded(i), 9)) for i in ROWS)
+    count, rows = splits_and_rows(tmp_path, data, record_format="VS", split_mb=0.001, batch_rows=7)
+    assert count > 3 and rows == [expected(i) for i in ROWS]
+
+
+@pytest.mark.parametrize("block_size", [60, 512])
+def test_vbs_records_span_blocks_and_splits_start_at_a_record(tmp_path: Path, block_size: int) -> None:
+    data = spanned_blocks([padded(i) for i in ROWS], block_size)
+    count, rows = splits_and_rows(tmp_path, data, record_format="vbs", split_mb=0.001, batch_rows=10)
+    assert count > 3 and rows == [expected(i) for i in ROWS]
+
+
+def test_a_gzip_vbs_file_is_joined_as_it_streams(tmp_path: Path) -> None:
+    data = gzip.compress(spanned_blocks([padded(i) for i in ROWS], 100))
+    count, rows = splits_and_rows(tmp_path, data, record_format="VBS", batch_rows=16)
+    assert count == 1 and rows == [expected(i) for i in ROWS]
+
+
+def test_broken_segment_chains_name_the_offset(tmp_path: Path) -> None:
+    first, *rest = spanned(record(1), 9)
+    orphan = b"".join(rest) + b"".join(spanned(record(2), 9))  # a middle segment with no first before it
+    with pytest.raises(PluginFailed, match=r"the segment at byte 0 \(control code 3\) continues a record that "
+                       "never started"):
+        read(tmp_path, orphan, COPYBOOK, record_format="VS")
+    twice = first + b"".join(spanned(record(2), 9))  # a record starts before the last one ended
+    with pytest.raises(PluginFailed, match=r"the segment at byte 13 \(control code 1\) starts a new record "
+                       r"\(the record at byte 0 has no last segment\)"):
+        read(tmp_path, twice, COPYBOOK, record_format="VS")
+    with pytest.raises(PluginFailed, match=r"the last record \(at byte 0\) is cut short"):
+        read(tmp_path, first + rest[0], COPYBOOK, record_format="VS")
+
+
+def test_rejected_spanned_records_are_written_as_segments_that_read_back(tmp_path: Path) -> None:
+    bad = zoned(7, 6, False) + text("BAD", 10) + b"\xff" * 5 + b"\x40" * 40  # not a packed decimal
+    data = b"".join(b"".join(spanned(p, 11)) for p in [padded(1), bad, padded(2)])
+    rejects = tmp_path / "rejects.dat"
+    rows = read(tmp_path, data, COPYBOOK, record_format="VS", on_invalid_number="reject_record",
+                reject_path=str(rejects)).to_pylist()
+    assert rows == [expected(1), expected(2)]
+    assert rejects.read_bytes() == (len(bad) + 4).to_bytes(2, "big") + b"\x00\x00" + bad
 
 
 def test_fb_blocks_of_fixed_records(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ FORMATS: list[tuple[str, dict[str, Any]]] = [
     ("statement_v.dat", {"record_format": "V"}),
     ("statement_v_le.dat", {"record_format": "V", "is_rdw_big_endian": False, "is_rdw_part_of_record_length": False}),
     ("statement_vb.dat", {"record_format": "VB"}),
+    ("statement_vs.dat", {"record_format": "VS"}),
+    ("statement_vbs.dat", {"record_format": "VBS"}),
     ("statement_f_header.dat.gz", {"file_start_offset": 80, "file_end_offset": 20}),
     ("statement_d.txt", {"record_format": "D", "encoding": "ascii", "copybook": "statement_ascii.cpy"}),
 ]

@@ -8,8 +8,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from dativo_cobol.codepages import code_page
 
-RecordFormat = Literal["F", "FB", "V", "VB", "D"]
-_FORMAT_NAMES = {"fixed": "F", "rdw": "V", "f": "F", "fb": "FB", "v": "V", "vb": "VB", "d": "D", "text": "D"}
+RecordFormat = Literal["F", "FB", "V", "VB", "VS", "VBS", "D"]
+_FORMAT_NAMES = {"fixed": "F", "rdw": "V", "f": "F", "fb": "FB", "v": "V", "vb": "VB", "vs": "VS",
+                 "vbs": "VBS", "d": "D", "text": "D"}
 
 
 class CobolConfig(BaseModel):
@@ -26,7 +27,8 @@ class CobolConfig(BaseModel):
     record_format: RecordFormat = Field(
         "F", description="`F`: records of the copybook's length back to back; `FB`: blocks of fixed records, each "
         "block after a 4-byte BDW; `V`: each record after a 4-byte RDW; `VB`: blocks after a BDW holding RDW "
-        "records; `D`: text lines (LF or CRLF). `fixed` and `rdw` are accepted for F and V.")
+        "records; `VS`, `VBS`: spanned records, whose segments (an RDW with the segment bits in its third "
+        "byte) are joined, unblocked or in BDW blocks; `D`: text lines (LF or CRLF). `fixed` and `rdw` are accepted for F and V.")
     is_rdw_big_endian: bool = Field(True, description="RDWs (and a V/VB file's lengths) are big-endian, as the "
                                     "host writes them; false: the 4-byte word is little-endian.")
     is_rdw_part_of_record_length: bool = Field(True, description="The RDW's length counts its own 4 bytes (the "

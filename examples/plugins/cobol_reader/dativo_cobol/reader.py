@@ -56,7 +56,8 @@ class CobolReader(Reader):
     """Reads mainframe record files laid out by a COBOL copybook, decoding whole batches with numpy.
 
     Files are planned as byte ranges of about ``split_mb`` that start at a record (F), line (D), block (VB,
-    FB) or a record found by walking the RDWs once (V); the engine reads them in parallel. Gzip files, files
+    FB; VBS: one whose first segment starts a record), a record found by walking the RDWs once (V) or a
+    segment that starts a record (VS); the engine reads them in parallel. Gzip files, files
     whose record lengths are inside the records, and hierarchical files are one split each.
     """
 

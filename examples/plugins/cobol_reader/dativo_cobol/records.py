@@ -1,4 +1,4 @@
-"""Record formats: cutting a file's bytes into records (F, FB, V, VB, D, and lengths read from the record).
+"""Record formats: cutting a file's bytes into records (F, FB, V, VB, VS, VBS, D, and lengths read from the record).
 
 A :class:`Framing` streams one byte range of a file (plain or gzip) and yields :class:`Chunk` s of up to
 ``batch_rows`` records as one ``uint8`` matrix (rows × layout length) plus the bytes present in each record.
@@ -7,7 +7,8 @@ but runs of records of one length are checked with one vectorised comparison, so
 about as much as a fixed one; text lines are found with one vectorised search for LF.
 
 Where splits may start (``boundaries``): F at any record, D at a line start found after the cut, VB and FB at
-a block, V at a record found by walking the RDW chain from the start once. A length that cannot be (shorter
+a block, V at a record found by walking the RDW chain from the start once, VS at a segment that starts a record
+and VBS at a block whose first segment starts one (a split reads past its end to finish its last record). A length that cannot be (shorter
 than its header, a header whose reserved bytes are not zero, a block that does not end on a record) stops the
 read with the file, the byte offset and the header's bytes.
 """
@@ -66,9 +67,21 @@ class Headers:
         """The payload length an RDW gives, or ``None`` when the bytes cannot be an RDW."""
         word = head if self.rdw_big_endian else head[::-1]
         if word[2] or word[3]:
-            return None  # reserved (or a spanned-segment descriptor, which is not supported)
+            return None  # reserved (a spanned file's segment bits: record_format VS or VBS)
+        return self._length(word)
+
+    def _length(self, word: bytes) -> int | None:
         size = (word[0] << 8 | word[1]) - (4 if self.rdw_includes_header else 0) + self.rdw_adjustment
         return size if size >= 0 and (size > 0 or not self.rdw_includes_header) else None
+
+    def sdw(self, head: bytes) -> tuple[int, int] | None:
+        """A spanned file's segment descriptor word: the segment's payload length and its control code
+        (:data:`WHOLE`, :data:`FIRST`, :data:`LAST`, :data:`MIDDLE`); ``None`` when it cannot be one."""
+        word = head if self.rdw_big_endian else head[::-1]
+        if word[2] & 0xFC or word[3]:
+            return None
+        size = self._length(word)
+        return None if size is None else (size, word[2])
 
     def bdw(self, head: bytes) -> int | None:
         """The bytes a BDW says its block holds after it, or ``None`` when the bytes cannot be a BDW."""
@@ -81,6 +94,22 @@ class Headers:
             length = word[0] << 8 | word[1]
         size = length - 4 + self.bdw_adjustment
         return size if size >= 0 else None
+
+
+WHOLE, FIRST, LAST, MIDDLE = 0, 1, 2, 3
+"""Segment control codes of a spanned record's segment descriptor word (its third byte)."""
+_STARTS_RECORD = (WHOLE, FIRST)
+_MAX_SEGMENT = 32756
+"""Payload bytes of one segment at most (the 2-byte length counts the 4-byte descriptor)."""
+
+
+def segmented(payload: bytes) -> bytes:
+    """``payload`` as the segments of a spanned record (how a reject file holds a VS or VBS record)."""
+    if len(payload) <= _MAX_SEGMENT:
+        return (len(payload) + 4).to_bytes(2, "big") + bytes([WHOLE, 0]) + payload
+    parts = [payload[i: i + _MAX_SEGMENT] for i in range(0, len(payload), _MAX_SEGMENT)]
+    codes = [FIRST, *[MIDDLE] * (len(parts) - 2), LAST]
+    return b"".join((len(p) + 4).to_bytes(2, "big") + bytes([c, 0]) + p for p, c in zip(parts, codes))
 
 
 def open_stream(path: str) -> tuple[BinaryIO, bool]:
@@ -100,7 +129,7 @@ class Framing:
     """Cuts files of one record format into chunks of records.
 
     Args:
-        fmt: ``F``, ``FB``, ``V``, ``VB`` or ``D``.
+        fmt: ``F``, ``FB``, ``V``, ``VB``, ``VS``, ``VBS`` or ``D``.
         length: Width of a chunk's rows (the layout's length).
         record_length: Bytes of a fixed record (F, FB).
         headers: How RDWs and BDWs are read.
@@ -144,6 +173,8 @@ class Framing:
                     if cuts[-1][0] < offset < end:
                         cuts.append((offset, -1))
                 return cuts
+            if self.fmt in ("VS", "VBS"):
+                return self._spanned_boundaries(path, file, start, end, step)
             # V, VB, FB: walk the descriptor words once (VB and FB block by block: few headers to read).
             position, record, next_cut = start, 0, start + step
             buffer, base = b"", start
@@ -172,6 +203,33 @@ class Framing:
                     record += size // self.record_length
             return cuts
 
+    def _spanned_boundaries(self, path: str, file: BinaryIO, start: int, end: int, step: int
+                            ) -> list[tuple[int, int]]:
+        """VS: cut at a segment that starts a record; VBS: at a block whose first segment does."""
+        cuts = [(start, -1)]
+        position, next_cut = start, start + step
+        blocked = self.fmt == "VBS"
+        while position < end:
+            file.seek(position)
+            head = file.read(8)
+            if len(head) < 4:
+                break
+            if blocked:
+                size = self.headers.bdw(head[:4])
+                if size is None:
+                    raise self._bad_header(path, position, head[:4], -1, "block descriptor word")
+                segment = self.headers.sdw(head[4:8]) if len(head) == 8 and size >= 4 else None
+            else:
+                segment = self.headers.sdw(head[:4])
+                if segment is None:
+                    raise self._bad_header(path, position, head[:4], -1, "segment descriptor word")
+                size = segment[0]
+            if position >= next_cut and segment is not None and segment[1] in _STARTS_RECORD:
+                cuts.append((position, -1))
+                next_cut = position + step
+            position += 4 + size
+        return cuts
+
     # --- reading --------------------------------------------------------------------------------------
 
     def chunks(self, path: str, start: int, end: int, first: int, data_end: int) -> Iterator[Chunk]:
@@ -199,6 +257,9 @@ class Framing:
                 first: int) -> Iterator[Chunk]:
         if self.fmt == "F" and self.length_of is None:
             yield from self._fixed(path, stream, start, end, first)
+            return
+        if self.fmt in ("VS", "VBS"):
+            yield from self._spanned(path, stream, start, end, first)
             return
         buffer = bytearray()
         base, record, position, eof = start, first, 0, False
@@ -230,6 +291,93 @@ class Framing:
             data = stream.read(want)
             eof = not data
             buffer += data
+
+    def _spanned(self, path: str, stream: BinaryIO | _HoldBack, start: int, end: int | None,
+                 first: int) -> Iterator[Chunk]:
+        """VS and VBS: join each record's segments; the split owns the records whose first segment is before
+        ``end`` and reads on past it until its last record is complete."""
+        blocked = self.fmt == "VBS"
+        reader = _Bytes(stream, start, max(_MiB, min(64 * _MiB, self.batch_rows * (self.length + 8))))
+        out = bytearray()
+        starts: list[int] = []
+        heads: list[int] = []
+        record = first
+        pending: int | None = None  # file offset of the first segment of the record being joined
+        pending_at = 0  # where in ``out`` that record begins
+
+        def segments() -> Iterator[tuple[int, int, int, int]]:
+            """``(offset, payload start, payload size, code)`` of each segment from ``start`` on."""
+            while True:
+                offset = reader.offset
+                if end is not None and offset >= end and pending is None:
+                    return
+                if blocked:
+                    head = reader.take(4)
+                    if not head:
+                        return
+                    size = self.headers.bdw(head) if len(head) == 4 else None
+                    if size is None:
+                        raise self._bad_header(path, offset, head, -1, "block descriptor word")
+                    block_end = offset + 4 + size
+                    while reader.offset < block_end:
+                        at = reader.offset
+                        word = reader.take(4)
+                        segment = self.headers.sdw(word) if len(word) == 4 and at + 4 <= block_end else None
+                        if segment is None or at + 4 + segment[0] > block_end:
+                            raise PluginFailed(
+                                f"{path}: the segment at byte {at} (in the block at byte {offset}) has the "
+                                f"descriptor X'{word.hex().upper()}', which does not fit its block "
+                                f"({block_end - at} bytes left)", hint=_FORMAT_HINT)
+                        yield at, reader.mark(segment[0], path), segment[0], segment[1]
+                else:
+                    head = reader.take(4)
+                    if not head:
+                        return
+                    segment = self.headers.sdw(head) if len(head) == 4 else None
+                    if segment is None:
+                        raise self._bad_header(path, offset, head, -1, "segment descriptor word")
+                    yield offset, reader.mark(segment[0], path), segment[0], segment[1]
+
+        for offset, at, size, code in segments():
+            if (code in _STARTS_RECORD) == (pending is not None):
+                what = "starts a new record" if pending is not None else "continues a record that never started"
+                since = f" (the record at byte {pending} has no last segment)" if pending is not None else ""
+                raise PluginFailed(f"{path}: the segment at byte {offset} (control code {code}) {what}{since}",
+                                   hint=_FORMAT_HINT)
+            if code in _STARTS_RECORD:
+                pending, pending_at = offset, len(out)
+            out += reader.view(at, size)
+            if code in (WHOLE, LAST):
+                assert pending is not None
+                starts.append(pending_at)
+                heads.append(pending)
+                pending = None
+                if len(starts) >= self.batch_rows:
+                    yield self._joined(out, starts, heads, record)
+                    record += len(starts)
+                    out, starts, heads = bytearray(), [], []
+            reader.release()
+        if pending is not None:
+            raise PluginFailed(f"{path}: the last record (at byte {pending}) is cut short: its segments end "
+                               "without a last one", hint="Check that the file was transferred completely and "
+                               "in binary, and file_end_offset.")
+        if starts:
+            yield self._joined(out, starts, heads, record)
+
+    def _joined(self, out: bytearray, starts: list[int], heads: list[int], first: int) -> Chunk:
+        used = len(out)
+        data = np.zeros(used + self.length, np.uint8)
+        data[:used] = np.frombuffer(out, np.uint8)
+        starts_ = np.asarray(starts, np.int64)
+        sizes_ = np.diff(np.append(starts_, used))
+        records = _evenly_spaced(data, starts_, sizes_, self.length)
+        if records is None:
+            records = np.lib.stride_tricks.sliding_window_view(data, self.length)[starts_]
+
+        def raw(rows: np.ndarray) -> list[bytes]:
+            return [segmented(data[starts_[r]: starts_[r] + sizes_[r]].tobytes()) for r in rows]
+
+        return Chunk(records, sizes_, first, np.asarray(heads, np.int64), raw)
 
     def _fixed(self, path: str, stream: BinaryIO | _HoldBack, start: int, end: int | None,
                first: int) -> Iterator[Chunk]:
@@ -385,6 +533,56 @@ class Framing:
         return PluginFailed(f"{path}: {where} starts with X'{head.hex().upper()}', which is not a valid {what} "
                             f"({rule}; with the adjustments set, a length that leaves no negative payload)",
                             hint=_FORMAT_HINT)
+
+
+class _Bytes:
+    """A file's bytes from an offset on, read a large block at a time, consumed front to back."""
+
+    def __init__(self, stream: BinaryIO | _HoldBack, offset: int, read_size: int) -> None:
+        self.stream, self.read_size = stream, read_size
+        self.buffer = bytearray()
+        self.base = offset  # file offset of buffer[0]
+        self.position = 0  # next unread byte in buffer
+
+    @property
+    def offset(self) -> int:
+        """File offset of the next unread byte."""
+        return self.base + self.position
+
+    def _have(self, count: int) -> bool:
+        while len(self.buffer) - self.position < count:
+            data = self.stream.read(max(self.read_size, count))
+            if not data:
+                return False
+            self.buffer += data
+        return True
+
+    def take(self, count: int) -> bytes:
+        """The next ``count`` bytes (fewer at the end of the data)."""
+        self._have(count)
+        data = bytes(self.buffer[self.position: self.position + count])
+        self.position += len(data)
+        return data
+
+    def mark(self, count: int, path: str) -> int:
+        """Skip the next ``count`` bytes and return where in the buffer they start (see :meth:`view`)."""
+        if not self._have(count):
+            raise PluginFailed(f"{path}: the segment ending at byte {self.offset + count} is cut short: the data "
+                               f"ends {len(self.buffer) - self.position} bytes into it",
+                               hint="Check that the file was transferred completely and in binary.")
+        at = self.position
+        self.position += count
+        return at
+
+    def view(self, at: int, count: int) -> memoryview:
+        return memoryview(self.buffer)[at: at + count]
+
+    def release(self) -> None:
+        """Drop the bytes consumed, once they are a large share of the buffer."""
+        if self.position >= self.read_size:
+            del self.buffer[: self.position]
+            self.base += self.position
+            self.position = 0
 
 
 class _HoldBack:

@@ -15,7 +15,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[3]))
 
-from tests.examples.cobol.encoder import ascii_zoned, bdw, binary, packed, rdw, text, zoned  # noqa: E402
+from tests.examples.cobol.encoder import (  # noqa: E402
+    ascii_zoned, bdw, binary, packed, rdw, spanned, spanned_blocks, text, zoned,
+)
 
 ACCOUNTS = [("DE0012345678", 1021, 1_250_000, "MUELLER HANS"), ("GB0098765432", 7, -4_210, "O'NEILL SIOBHAN"),
             ("CH0055501234", 3300, 99_999_999_99, "ZUERCHER KANTONAL")]
@@ -77,6 +79,9 @@ def samples() -> dict[str, bytes]:
         "statement_v.dat": b"".join(rdw(r.rstrip(b"\x00")) for r in records),
         "statement_v_le.dat": b"".join(rdw(r, big_endian=False, includes_header=False) for r in records),
         "statement_vb.dat": b"".join(bdw(b"".join(rdw(r.rstrip(b"\x00")) for r in b)) for b in blocks),
+        # spanned: a record in segments of at most 20 bytes; blocks of at most 64 bytes that records span
+        "statement_vs.dat": b"".join(b"".join(spanned(r.rstrip(b"\x00"), 20)) for r in records),
+        "statement_vbs.dat": spanned_blocks([r.rstrip(b"\x00") for r in records], 64),
         "statement_f_header.dat.gz": gzip.compress(text("HDR STATEMENTS 20240131", 80) + b"".join(records)
                                                    + text("TRL 15", 20), mtime=0),
         "statement_d.txt": b"\r\n".join(ascii_line(s, v) for s, v in rows()) + b"\r\n",
