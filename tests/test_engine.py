@@ -216,6 +216,21 @@ def test_a_plugin_can_forbid_fallback(workdir, engine, writer: str, falls_back: 
     assert not (workdir / "out" / "items").exists() or not markers(workdir / "out" / "items")
 
 
+def test_an_out_of_process_reader_starts_while_the_writer_loads(workdir, engine) -> None:
+    from tests.plugins.fixtures_flight import served
+
+    command = json.dumps(served("tests.plugins.fixtures_flight:Numbers", start_timeout_s=30))
+    text = f"""\
+        version: 1
+        name: items
+        source: {{type: numbers, reader: {{type: custom, implementation: {command}, fallback: fail}}}}
+        target: {{type: parquet, path: out/items, writer: {{type: custom, fallback: fail,
+                  implementation: "{PLUGINS}:WaitsForThePluginProcess"}}}}
+        """
+    report = engine(text).run()
+    assert report.rows_written == 6 and report.reader.origin == "process"
+
+
 def test_fallback_is_logged_as_a_warning(workdir, engine, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="dativo"):
         engine(custom(f"{PLUGINS}:RaisingCheck", fallback="default")).run()

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from dativo import budget
 from dativo.api import CommitInfo, Context, Dataset, Mode, Role, Split, WrittenFiles
-from dativo.config import ImplementationConfig, JobConfig, job_locator
+from dativo.config import FlightEndpoint, ImplementationConfig, JobConfig, PluginCommand, job_locator
 from dativo.errors import (
     ConfigError,
     DativoError,
@@ -201,10 +201,38 @@ class Engine:
         except DativoError as exc:
             raise exc.with_context(job=self.job.name) from exc.__cause__
 
+    def _starts_a_process(self, role: Role, custom: bool) -> bool:
+        """Whether this side's plugin runs in a process of its own, named as such in the job (no import)."""
+        _, _, impl = self._section(role)
+        if impl.type == "default":
+            return impl.sandbox.enabled  # the built-in, confined
+        return custom and (impl.sandbox.enabled or isinstance(impl.implementation, PluginCommand | FlightEndpoint))
+
+    def _early(self, role: Role, load: Callable[[], PluginSpec], custom: bool) -> threading.Thread | None:
+        """Start resolving an out-of-process plugin in a thread (its process starting, its spec asked for)
+        while the other side loads; :meth:`_load` then finds the spec resolved, or its error."""
+        if not self._starts_a_process(role, custom):
+            return None
+
+        def resolve() -> None:
+            try:
+                load()
+            except Exception:  # the host keeps a plugin's error; _load raises it in the engine's thread
+                pass
+
+        thread = threading.Thread(target=resolve, name=f"dativo-start-{role}", daemon=True)
+        thread.start()
+        return thread
+
     @contextmanager
     def _plugins(self, reader_load: Callable[[], PluginSpec], writer_load: Callable[[], PluginSpec],
                  custom: tuple[bool, bool]) -> Iterator[tuple[_Loaded, _Loaded]]:
-        writer = self._load("writer", writer_load, custom[1])
+        early = self._early("reader", reader_load, custom[0])
+        try:
+            writer = self._load("writer", writer_load, custom[1])
+        finally:
+            if early is not None:  # its process is the host's to end: never leave it starting
+                early.join()
         try:
             reader = self._load("reader", reader_load, custom[0])
         except BaseException:

@@ -83,6 +83,7 @@ class PluginHost:
         self.gate = Gate(beside, policy)
         self._lock = threading.RLock()
         self._specs: dict[tuple[Any, ...], PluginSpec | DativoError] = {}
+        self._resolving: dict[tuple[Any, ...], threading.Lock] = {}  # one per key: two plugins start at once
         self._waiting: dict[type, Connection] = {}
         self._connections: list[Connection] = []
         self._closed = False
@@ -119,9 +120,12 @@ class PluginHost:
         """
         key = _key(role, implementation, sandbox)
         with self._lock:
-            if self._closed:
-                raise RuntimeError("this PluginHost is closed")
-            known = self._specs.get(key)
+            lock = self._resolving.setdefault(key, threading.Lock())
+        with lock:  # the same plugin resolves once; another one (the writer) meanwhile, in its own thread
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("this PluginHost is closed")
+                known = self._specs.get(key)
             if isinstance(known, DativoError):
                 raise known
             if known is not None:
@@ -129,9 +133,11 @@ class PluginHost:
             try:
                 spec = self._resolve(role, implementation, sandbox)
             except DativoError as exc:
-                self._specs[key] = exc
+                with self._lock:
+                    self._specs[key] = exc
                 raise
-            self._specs[key] = spec
+            with self._lock:
+                self._specs[key] = spec
             return spec
 
     def resolved(
@@ -209,7 +215,12 @@ class PluginHost:
                 raise RuntimeError("this PluginHost is closed")
         conn = Connection(cls.launcher, cls.role, logger, job=self.job)
         with self._lock:
-            self._connections.append(conn)
+            closed = self._closed
+            if not closed:
+                self._connections.append(conn)
+        if closed:  # closed while the plugin started (in another thread): nobody would end its process
+            conn.close(shutdown=True)
+            raise RuntimeError("this PluginHost is closed")
         return conn
 
     # --- the end --------------------------------------------------------------------------------------------
