@@ -173,6 +173,8 @@ class Decoder:
             The batch and the fields whose bytes did not decode (empty when all is well).
         """
         rows, length = records.shape
+        if avail is not None and (not rows or int(avail.min()) >= length):
+            avail = None  # every record holds the whole layout: no field needs its own presence mask
         found = padded_buffer(records) if avail is None else None
         if found is not None:  # the records sit between zero pads already (fixed-length files): no copy
             buffer, start = found
