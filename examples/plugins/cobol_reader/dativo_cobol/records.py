@@ -261,36 +261,34 @@ class Framing:
         if self.fmt in ("VS", "VBS"):
             yield from self._spanned(path, stream, start, end, first)
             return
-        buffer = bytearray()
+        window = _Window(self.length + PAD)
         base, record, position, eof = start, first, 0, False
         read_size = max(_MiB, min(64 * _MiB, self.batch_rows * (self.length + 8)))
         while True:
             limit = end - base if end is not None else None
-            exhausted = eof or (limit is not None and len(buffer) >= limit)
+            exhausted = eof or (limit is not None and window.filled >= limit)
             begin = position
-            starts, sizes, heads, position = self._walk(path, buffer, position, base, record, eof, limit)
+            starts, sizes, heads, position = self._walk(path, window.view(), position, base, record, eof, limit)
             if starts and (len(starts) >= self.batch_rows or exhausted):
-                yield self._chunk(buffer, starts, sizes, heads, record, base, position)
+                yield self._chunk(window.data, starts, sizes, heads, record, base, position)
                 record += len(starts)
-                del buffer[:position]
+                window.drop(position)
                 base += position
                 position = 0
                 continue
             position = begin  # not a whole batch yet: walk again from there with more bytes
             if exhausted:
-                left = (len(buffer) if limit is None else min(len(buffer), limit)) - position
+                left = (window.filled if limit is None else min(window.filled, limit)) - position
                 if left > 0 and self.fmt == "D":  # a last line without a line end
-                    size = left - (1 if buffer[position + left - 1] == 0x0D else 0)
-                    yield self._chunk(buffer, [position], [size], [position], record, base, position + left)
+                    size = left - (1 if window.data[position + left - 1] == 0x0D else 0)
+                    yield self._chunk(window.data, [position], [size], [position], record, base, position + left)
                 elif left > 0:
                     raise PluginFailed(f"{path}: the last record (at byte {base + position}) is cut short: the "
                                        f"data ends {left} bytes into it", hint="Check that the file was "
                                        "transferred completely and in binary, and file_end_offset.")
                 return
-            want = read_size if limit is None else min(read_size, limit - len(buffer))
-            data = stream.read(want)
-            eof = not data
-            buffer += data
+            want = read_size if limit is None else min(read_size, limit - window.filled)
+            eof = not window.read(stream, want)
 
     def _spanned(self, path: str, stream: BinaryIO | _HoldBack, start: int, end: int | None,
                  first: int) -> Iterator[Chunk]:
@@ -412,7 +410,7 @@ class Framing:
             position += data.size
             record += rows
 
-    def _walk(self, path: str, buffer: bytearray, position: int, base: int, record: int, eof: bool,
+    def _walk(self, path: str, buffer: np.ndarray, position: int, base: int, record: int, eof: bool,
               limit: int | None) -> tuple[list[int], list[int], list[int], int]:
         """Records wholly in ``buffer`` from ``position``: payload starts, sizes, header starts, end position."""
         starts: list[int] = []
@@ -503,12 +501,12 @@ class Framing:
                 guess, skip = (guess * 4, 0) if run == guess else (64, len(starts) + 256)
         return starts, sizes, heads, position
 
-    def _chunk(self, buffer: bytearray, starts: list[int], sizes: list[int], heads: list[int], first: int,
+    def _chunk(self, data: np.ndarray, starts: list[int], sizes: list[int], heads: list[int], first: int,
                base: int, end: int) -> Chunk:
+        """The records cut from ``data`` (a :class:`_Window`'s buffer, which the chunk keeps: the window moves
+        on to a new one), whose bytes past ``end`` are the next records' or unset: the decoder masks them."""
         width = self.length
-        data = np.empty(end + width, np.uint8)  # a copy (the bytearray shrinks after this), padded at the end
-        data[:end] = np.frombuffer(buffer, np.uint8, count=end)
-        data[end:] = 0
+        assert len(data) >= end + width
         starts_ = np.asarray(starts, np.int64)
         sizes_ = np.asarray(sizes, np.int64)
         heads_ = np.asarray(heads, np.int64)
@@ -533,6 +531,47 @@ class Framing:
         return PluginFailed(f"{path}: {where} starts with X'{head.hex().upper()}', which is not a valid {what} "
                             f"({rule}; with the adjustments set, a length that leaves no negative payload)",
                             hint=_FORMAT_HINT)
+
+
+class _Window:
+    """The bytes of a file being cut into records, read straight into a numpy buffer (no copy per read).
+
+    A chunk keeps the buffer its records were cut from; :meth:`drop` moves the bytes after it to a new one. The
+    buffer always has ``slack`` bytes allocated past the data, so a record's view of the layout's width may
+    run past the last record.
+    """
+
+    def __init__(self, slack: int) -> None:
+        self.slack = slack
+        self.data = np.empty(slack, np.uint8)
+        self.filled = 0
+
+    def view(self) -> np.ndarray:
+        """The bytes read and not dropped."""
+        return self.data[: self.filled]
+
+    def read(self, stream: BinaryIO | _HoldBack, size: int) -> int:
+        """Append up to ``size`` bytes of ``stream``; how many came (0 at its end)."""
+        if self.filled + size + self.slack > len(self.data):
+            grown = np.empty(max(self.filled + size + self.slack, 2 * len(self.data)), np.uint8)
+            grown[: self.filled] = self.data[: self.filled]
+            self.data = grown
+        readinto = getattr(stream, "readinto", None)
+        if readinto is None:
+            data = stream.read(size)
+            self.data[self.filled: self.filled + len(data)] = np.frombuffer(data, np.uint8)
+            got = len(data)
+        else:
+            got = readinto(memoryview(self.data)[self.filled: self.filled + size]) or 0
+        self.filled += got
+        return got
+
+    def drop(self, count: int) -> None:
+        """Forget the first ``count`` bytes (a chunk holds them): the rest moves to a buffer of its own."""
+        rest = self.filled - count
+        fresh = np.empty(max(len(self.data), rest + self.slack), np.uint8)
+        fresh[:rest] = self.data[count: self.filled]
+        self.data, self.filled = fresh, rest
 
 
 class _Bytes:
@@ -646,7 +685,7 @@ def _evenly_spaced(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray, widt
     return np.lib.stride_tricks.as_strided(data[int(starts[0]):], (rows, width), (step, 1), writeable=False)
 
 
-def _same_header_run(buffer: bytes | bytearray, position: int, head: bytes, size: int, most: int,
+def _same_header_run(buffer: np.ndarray, position: int, head: bytes, size: int, most: int,
                      cap: int) -> int:
     """How many of the next ``min(most, cap)`` records at ``position`` have the header ``head`` (so the same
     ``size``): one vectorised comparison instead of a walk record by record."""
@@ -657,7 +696,7 @@ def _same_header_run(buffer: bytes | bytearray, position: int, head: bytes, size
     heads = data.reshape(most, size)[:, :4]
     same = (heads == np.frombuffer(head, np.uint8)).all(axis=1)
     run = most if same.all() else int(np.argmin(same))
-    del data, heads  # release the export: the bytearray is resized later
+    del data, heads
     return run
 
 
