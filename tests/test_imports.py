@@ -357,3 +357,18 @@ def test_a_reader_built_on_the_postgres_base_loads_no_adbc() -> None:
     assert _among(base, ("adbc_driver_manager", "adbc_driver_postgresql")) == []
     builtin, _ = _loaded_after("from dativo.readers.postgres import PostgresReader")
     assert _among(builtin, ("adbc_driver_postgresql",)) != []
+
+
+@pytest.mark.parametrize(("uri", "loads_sqlalchemy"), [(None, False), ("sqlite+pysqlite:///{dir}/other.db", True)])
+def test_the_embedded_catalog_commits_without_sqlalchemy(tmp_path: Path, uri: str | None, loads_sqlalchemy: bool) -> None:
+    """Only a catalog named by a SQLAlchemy URL loads SQLAlchemy (about 0.3 s of every run's start-up)."""
+    config = f"CatalogConfig(uri={uri.format(dir=tmp_path)!r})" if uri else "None"
+    modules, _ = _loaded_after(
+        "import pyarrow as pa\n"
+        "from dativo.writers.iceberg.catalog import CatalogConfig, open_catalog\n"
+        f"catalog = open_catalog({config}, {str(tmp_path)!r}).catalog\n"
+        "catalog.create_namespace('raw')\n"
+        "catalog.create_table('raw.t', pa.schema([('x', pa.int64())])).append(pa.table({'x': [1]}))\n"
+        "assert catalog.load_table('raw.t').scan().to_arrow().num_rows == 1"
+    )
+    assert bool(_among(modules, ("sqlalchemy",))) is loads_sqlalchemy

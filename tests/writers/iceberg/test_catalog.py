@@ -1,4 +1,8 @@
-"""Opening the embedded SQL catalog at the first moment of a new catalog, when other jobs open it too."""
+"""Opening a new SQLAlchemy catalog (``SqlCatalog``) at the first moment, when other jobs open it too.
+
+The embedded catalog (:mod:`dativo.writers.iceberg.sqlite`) creates its tables ``IF NOT EXISTS`` and has no
+such race; a SQLite URI with an explicit driver (``sqlite+pysqlite:``) is the way to get ``SqlCatalog``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,11 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog, SqlCatalogBaseTable
 
 from dativo.errors import ConnectionFailed
-from dativo.writers.iceberg.catalog import open_catalog
+from dativo.writers.iceberg.catalog import CatalogConfig, open_catalog
+
+
+def _sqlalchemy(tmp_path: Path) -> CatalogConfig:
+    return CatalogConfig(uri=f"sqlite+pysqlite:///{tmp_path / 'catalog.db'}", warehouse=str(tmp_path / "warehouse"))
 
 
 def _lose_the_first_race(monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
@@ -42,7 +50,8 @@ def test_a_job_that_lost_the_race_to_create_a_new_catalog_opens_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = _lose_the_first_race(monkeypatch, times=1)
-    handle = open_catalog(None, str(tmp_path))
+    handle = open_catalog(_sqlalchemy(tmp_path), str(tmp_path))
+    assert isinstance(handle.catalog, SqlCatalog)
     assert seen and "already exists" in seen[0]  # the race ran and SQLite reported it
     handle.catalog.create_namespace("after")
     assert ("after",) in handle.catalog.list_namespaces()
@@ -53,5 +62,5 @@ def test_a_catalog_that_keeps_failing_to_open_is_a_connection_error(
 ) -> None:
     seen = _lose_the_first_race(monkeypatch, times=99)
     with pytest.raises(ConnectionFailed, match="cannot open the catalog.*already exists"):
-        open_catalog(None, str(tmp_path))
+        open_catalog(_sqlalchemy(tmp_path), str(tmp_path))
     assert len(seen) == 3  # every attempt ran, none hung

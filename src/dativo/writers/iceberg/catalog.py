@@ -1,7 +1,8 @@
 """Catalog and FileIO construction: the embedded SQL catalog, a SQL database, or a REST catalog.
 
-Catalogs are built directly (``SqlCatalog`` / ``RestCatalog``), never through ``load_catalog``, so a
-developer's ``~/.pyiceberg.yaml`` or ``PYICEBERG_*`` variables cannot change what a job writes to.
+Catalogs are built directly (:class:`~dativo.writers.iceberg.sqlite.SqliteCatalog` for a SQLite file,
+``SqlCatalog`` for another database, ``RestCatalog``), never through ``load_catalog``, so a developer's
+``~/.pyiceberg.yaml`` or ``PYICEBERG_*`` variables cannot change what a job writes to.
 Data and metadata always go through pyiceberg's pyarrow FileIO (local files and S3 alike).
 """
 
@@ -25,8 +26,10 @@ from pyiceberg.exceptions import ForbiddenError, OAuthError, UnauthorizedError
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from dativo.errors import ConnectionFailed
+from dativo.writers.iceberg.sqlite import SqliteCatalog, sqlite_file
 from dativo.storage.s3 import S3Settings, redact
 
+_SQLITE_URI = re.compile(r"sqlite(?:\+\w+)?:///(.*)", re.DOTALL)
 _SECRET_KEY = re.compile(r"secret|token|key|credential|password", re.IGNORECASE)
 
 CATALOG_NAME = "dativo"
@@ -44,9 +47,9 @@ class CatalogConfig(BaseModel):
     type: Literal["sql", "rest"] = Field(default="sql", description="Catalog implementation.")
     uri: str | None = Field(
         default=None,
-        description="SQLAlchemy URL of the SQL catalog (e.g. 'sqlite:///.dativo/catalog.db', "
-        "'postgresql+psycopg://...') or the REST catalog's base URL. SQL defaults to "
-        "<work_dir>/catalog.db.",
+        description="The SQL catalog's database: 'sqlite:///path' (kept with Python's sqlite3, the "
+        "default <work_dir>/catalog.db) or any other SQLAlchemy URL (e.g. 'postgresql+psycopg://...'; "
+        "'sqlite+pysqlite:///path' for SQLAlchemy on a SQLite file); or the REST catalog's base URL.",
     )
     warehouse: str | None = Field(
         default=None,
@@ -145,9 +148,9 @@ def normalise_warehouse(warehouse: str) -> str:
 
 
 def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    """The database file of any SQLite URI (``sqlite:///``, ``sqlite+driver:///``, with parameters)."""
+    match = _SQLITE_URI.match(uri)
+    path = match.group(1).split("?", 1)[0] if match else ""
     return Path(path) if path and path != ":memory:" else None
 
 
@@ -218,10 +221,13 @@ def open_catalog(config: CatalogConfig | None, work_dir: str) -> CatalogHandle:
                 f"{description}: cannot create its directory: {exc.strerror or exc}",
                 hint="Point target.catalog at a writable location",
             ) from None
-        from pyiceberg.catalog.sql import SqlCatalog
-
         props.update(uri=uri, warehouse=warehouse)
-        factory = lambda: SqlCatalog(config.name, **props)  # noqa: E731
+        if sqlite_file(uri) is not None:  # the same rows as SqlCatalog's, without importing SQLAlchemy
+            factory: Callable[[], Catalog] = lambda: SqliteCatalog(config.name, **props)  # noqa: E731
+        else:
+            from pyiceberg.catalog.sql import SqlCatalog
+
+            factory = lambda: SqlCatalog(config.name, **props)  # noqa: E731
     else:
         if not config.uri:
             raise ConnectionFailed("REST catalog: target.catalog.uri is required")
@@ -345,15 +351,11 @@ def _opened(factory: Callable[[], Catalog]) -> Catalog:
     duplicate table or type (an integrity or programming error of the database). The tables exist by then,
     so opening again succeeds.
     """
-    races = _database_races()
     for attempt in range(_OPEN_ATTEMPTS):
         try:
             return factory()
-        except races:
-            if attempt + 1 == _OPEN_ATTEMPTS:
-                raise
         except Exception as exc:
-            if attempt + 1 == _OPEN_ATTEMPTS or not _lost_sqlite_race(exc):
+            if attempt + 1 == _OPEN_ATTEMPTS or not (isinstance(exc, _database_races()) or _lost_sqlite_race(exc)):
                 raise
         time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
@@ -365,21 +367,19 @@ def _lost_sqlite_race(exc: BaseException) -> bool:
     SQLite reports a duplicate ``CREATE TABLE`` (and a writer holding the file) as an operational error,
     the same class as an unreadable file, so the message tells them apart.
     """
-    try:
-        from sqlalchemy.exc import OperationalError
-    except ImportError:
+    errors = sys.modules.get("sqlalchemy.exc")  # loaded by SqlCatalog; SqliteCatalog creates IF NOT EXISTS
+    if errors is None:
         return False
     text = str(exc)
-    return isinstance(exc, OperationalError) and ("already exists" in text or "database is locked" in text)
+    return isinstance(exc, errors.OperationalError) and ("already exists" in text or "database is locked" in text)
 
 
 def _database_races() -> tuple[type[BaseException], ...]:
     """The errors a SQL catalog's database raises when two jobs create the same thing at once."""
-    try:
-        from sqlalchemy.exc import IntegrityError, ProgrammingError
-    except ImportError:  # an install for REST catalogs only: nothing to race for
+    errors = sys.modules.get("sqlalchemy.exc")  # loaded by SqlCatalog, the only catalog whose opening races
+    if errors is None:
         return ()
-    return (IntegrityError, ProgrammingError)
+    return (errors.IntegrityError, errors.ProgrammingError)
 
 
 def ensure_namespace(catalog: Catalog, namespace: tuple[str, ...]) -> None:
