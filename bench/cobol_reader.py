@@ -3,6 +3,8 @@
     .venv/bin/python bench/cobol_reader.py [--narrow 1000000] [--wide 200000] [--repeat 3] [--no-chart]
 
 - narrow: 6 fields, 45 bytes (zoned, text, COMP-3, COMP); wide: 151 fields, 1,510 bytes (every kind).
+- F and V files of records of the layout's length, and ``V mixed``: records 0–31 bytes longer, so the RDW
+  changes from record to record and no run of equal lengths can be skipped at once.
 - Each file is made once in a temporary folder from a few thousand random records, tiled. The reader then
   plans and reads it exactly as the engine calls it (nothing is written): ``1 split`` in one thread, and
   ``2 splits`` read by two threads at once (V files: the RDW chain is walked once in ``plan`` to find the
@@ -89,23 +91,30 @@ def wide_record(rng: random.Random) -> bytes:
     return b"".join(parts)
 
 
+FORMATS = {"F": "F", "V": "V", "V mixed": "V"}
+"""Each file kind the bench reads and its ``record_format``: ``V mixed`` records carry 0–31 bytes of trailing
+spaces past the layout, so their RDWs differ from one record to the next as in most real V files."""
+
+
 def make_file(folder: Path, name: str, records: int, fmt: str, make: Any) -> Path:
     rng = random.Random(8)
     distinct = [make(rng) for _ in range(2048)]
-    if fmt == "V":
+    if fmt == "V mixed":
+        distinct = [r + b"\x40" * rng.randrange(32) for r in distinct]
+    if FORMATS[fmt] == "V":
         distinct = [(len(r) + 4).to_bytes(2, "big") + b"\0\0" + r for r in distinct]
     block = b"".join(distinct)
-    path = folder / f"{name}-{fmt}.dat"
+    path = folder / f"{name}-{fmt.replace(' ', '-')}.dat"
     with open(path, "wb") as out:
         for start in range(0, records, len(distinct)):
-            out.write(block[: min(len(distinct), records - start) * len(distinct[0])])
+            out.write(block if records - start >= len(distinct) else b"".join(distinct[: records - start]))
     return path
 
 
 def measure(path: Path, copybook: Path, fmt: str, splits: int, repeat: int, records: int) -> dict[str, Any]:
     """Best (lowest CPU) of ``repeat`` full reads with ``splits`` splits read by as many threads."""
     size_mb = path.stat().st_size / 2**20
-    config = CobolConfig(path=str(path), copybook=str(copybook), record_format=fmt,
+    config = CobolConfig(path=str(path), copybook=str(copybook), record_format=FORMATS[fmt],
                          split_mb=size_mb / splits + 1e-6 if splits > 1 else 1e9)
     ctx = Context(job="bench", run_id="bench", plugin="cobol", logger=logging.getLogger("bench"))
     reader = CobolReader(config, ctx)
@@ -149,7 +158,7 @@ def main() -> None:
             copybook.write_text(text)
             fields = text.count(" PIC ")
             length = len(make(random.Random(1)))
-            for fmt in ("F", "V"):
+            for fmt in FORMATS:
                 path = make_file(folder, layout, records, fmt, make)
                 for splits in (1, 2):
                     row = measure(path, copybook, fmt, splits, args.repeat, records)

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from dativo_cobol import records
 from dativo_cobol.reader import CobolConfig
 from pydantic import ValidationError
 
@@ -72,6 +73,42 @@ def test_rdw_splits_of_mixed_lengths_neither_cut_nor_repeat_records(tmp_path: Pa
     assert count > 5 and rows == [expected(i) for i in ROWS]
 
 
+@pytest.mark.parametrize("lengths", ["mixed", "alike"])
+def test_the_rdw_walk_looks_at_each_header_a_bounded_number_of_times(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lengths: str) -> None:
+    """Planning and reading compare a run of equal RDWs at once, but a file of mixed lengths must not compare
+    the rest of the buffer after every record (that made planning a 1M-record file take minutes)."""
+    rng = random.Random(3)
+    ids = list(range(20_000))
+    extra = [rng.randint(0, 30) if lengths == "mixed" else 0 for _ in ids]
+    data = b"".join(rdw(record(i % 300) + b"\x40" * extra[i]) for i in ids)
+    compared = []
+    same_header_run = records._same_header_run
+    monkeypatch.setattr(records, "_same_header_run", lambda *args: compared.append(min(args[4:])) or
+                        same_header_run(*args))
+    count, rows = splits_and_rows(tmp_path, data, record_format="V", split_mb=len(data) / 2.5 / 2**20,
+                                  batch_rows=4096)
+    assert count == 3 and len(rows) == len(ids)
+    assert sum(compared) <= 4 * len(ids)  # planning walks to the last cut, then each split reads its records
+
+
+def test_a_batch_larger_than_one_read_is_walked_on_not_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of records that more than one read of the file holds: the walk goes on where it stopped."""
+    rng = random.Random(5)
+    ids = list(range(60_000))
+    data = b"".join(rdw(record(i % 300) + b"\x40" * rng.randint(0, 30)) for i in ids)
+    assert len(data) > 2 * 2**20  # reads of batch_rows × (record length + 8) bytes: a batch spans two
+    walked = []
+    chain = records._rdw_chain
+    monkeypatch.setattr(records, "_rdw_chain", lambda *args: (lambda out: walked.append(len(out[0])) or out)(
+        chain(*args)))
+    reader = make_reader(tmp_path, data, COPYBOOK, record_format="V", batch_rows=50_000)
+    batches = [b for split in reader.plan(reader.discover()[0], None) for b in reader.read(split)]
+    assert [b.num_rows for b in batches] == [50_000, 10_000]
+    assert [r["id"] for b in batches for r in b.select(["id"]).to_pylist()] == [i % 300 for i in ids]
+    assert sum(walked) <= len(ids)
+
+
 def test_rdw_adjustment(tmp_path: Path) -> None:
     data = b"".join((len(record(i)) + 2).to_bytes(2, "big") + b"\0\0" + record(i) for i in ROWS[:5])
     assert read(tmp_path, data, COPYBOOK, record_format="V", rdw_adjustment=2).to_pylist() == [
@@ -88,6 +125,25 @@ def test_a_broken_rdw_names_the_record_and_offset(tmp_path: Path) -> None:
     data = rdw(record(1)) + rdw(record(2)) + b"\x00\x10\x01\x00" + record(3) + rdw(record(4)) * 40
     with pytest.raises(PluginFailed, match=r"record 3 at byte 50 starts with X'00100100'"):
         read(tmp_path, data, COPYBOOK, record_format="V")
+
+
+@pytest.mark.parametrize("fmt", ["V", "VS"])
+def test_a_broken_descriptor_word_past_the_last_cut_is_named_by_the_split_that_reads_it(
+        tmp_path: Path, fmt: str) -> None:
+    """Planning walks the descriptor words only up to the last cut; the read of the last split checks the rest."""
+    good = [rdw(record(i)) if fmt == "V" else b"".join(spanned(record(i), 9)) for i in ROWS]
+    broken = len(good) - 3
+    at = sum(len(g) for g in good[:broken])
+    head = b"\x00\x10\x01\x00" if fmt == "V" else b"\x00\x10\x00\x07"  # neither ends as its format requires
+    data = b"".join(good[:broken]) + head + b"".join(good[broken:])
+    reader = make_reader(tmp_path, data, COPYBOOK, record_format=fmt, split_mb=len(data) / 2.5 / 2**20)
+    splits = reader.plan(reader.discover()[0], None)
+    assert len(splits) == 3 and int(splits[-1].params["start"]) < at
+    for split in splits[:-1]:
+        assert sum(b.num_rows for b in reader.read(split)) > 0
+    where = f"record {broken + 1} at byte {at}" if fmt == "V" else f"byte {at}"
+    with pytest.raises(PluginFailed, match=rf"{where} starts with X'{head.hex().upper()}', which is not a valid"):
+        list(reader.read(splits[-1]))
 
 
 def test_vb_blocks_split_at_blocks(tmp_path: Path) -> None:
