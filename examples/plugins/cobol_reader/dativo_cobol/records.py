@@ -489,18 +489,17 @@ class Framing:
                         sizes.append(self.record_length)
                         heads.append(at)
                 else:
-                    while at < end:
+                    walked, at, _ = rdw_records(buffer, inner, end, end, end, headers)
+                    if at < end:  # an RDW that is not one, or a record that runs past the block
                         rdw = bytes(buffer[at: at + 4])
-                        size = headers.rdw(rdw) if at + 4 <= end else None
-                        if size is None or at + 4 + size > end:
-                            raise PluginFailed(
-                                f"{path}: the record at byte {base + at} (in the block at byte {base + position}) "
-                                f"has the RDW X'{rdw.hex().upper()}', which does not fit its block "
-                                f"({end - at} bytes left)", hint=_FORMAT_HINT)
-                        starts.append(at + 4)
-                        sizes.append(size)
-                        heads.append(at)
-                        at += 4 + size
+                        raise PluginFailed(
+                            f"{path}: the record at byte {base + at} (in the block at byte {base + position}) "
+                            f"has the RDW X'{rdw.hex().upper()}', which does not fit its block "
+                            f"({end - at} bytes left)", hint=_FORMAT_HINT)
+                    heads_ = np.asarray(walked, np.int64) - 4
+                    starts += walked
+                    sizes += (np.diff(heads_, append=end) - 4).tolist()
+                    heads += heads_.tolist()
                 position = end
                 continue
             if self.length_of is not None:  # F with the length inside the record
