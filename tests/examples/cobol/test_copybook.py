@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from dativo_cobol import parse_copybook
+from dativo_cobol import decoder, parse_copybook
 
 from dativo.errors import ConfigError, PluginFailed
 from tests.examples.cobol.encoder import ibm_float, national, packed, rdw, text, zoned
@@ -113,3 +114,84 @@ def test_a_filler_first_layout_does_not_hide_its_redefinition(tmp_path: Path) ->
 def test_comp_usage_with_a_picture_is_refused() -> None:
     with pytest.raises(ConfigError, match="line 2: A: USAGE NATIONAL is read for PIC N"):
         parse_copybook("01 R.\n  05 A PIC 9(3) NATIONAL.\n")
+
+
+EDITED = """\
+       01  R.
+           05  POINT        PIC S9(3).99.
+           05  PLUS         PIC +9(5).
+           05  MINUS-AFTER  PIC 9(5)-.
+           05  SUPPRESSED   PIC Z(4)9-.
+           05  IMPLIED      PIC Z(4)VZZ-.
+           05  REPORTED     PIC ZZ,ZZ9.99CR.
+           05  DOLLARS      PIC $$$,$$9.99.
+           05  PROTECTED    PIC ***,**9.99DB.
+           05  FLOATING     PIC ++++9.
+           05  SLASHED      PIC 99/99/99.
+"""
+
+
+def edited_record(point: bytes, values: list[str]) -> bytes:
+    """``point``, then each value as a report shows it, in cp037 (widths: the pictures' character positions)."""
+    widths = [6, 6, 6, 7, 11, 10, 12, 5, 8]
+    return point + b"".join(text(v.rjust(w), w) for v, w in zip(values, widths, strict=True))
+
+
+def test_numeric_edited_pictures_read_as_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read over the whole batch: not one value goes through the value-by-value parser."""
+    one_by_one = []
+    monkeypatch.setattr(decoder, "_parse_display", lambda *args: one_by_one.append(args) or None)
+    layout = parse_copybook(EDITED)
+    assert [f.type for f in layout.schema] == [
+        pa.decimal128(5, 2), pa.int32(), pa.int32(), pa.int32(), pa.decimal128(6, 2), pa.decimal128(7, 2),
+        pa.decimal128(7, 2), pa.decimal128(8, 2), pa.int16(), pa.string()]
+    assert layout.length == 77
+    minus_overpunch = text("12", 2) + bytes([0xF3]) + text(".4", 2) + bytes([0xD5])  # -123.45, sign on the 5
+    rows = [
+        edited_record(text("123.45", 6), ["+00042", "00042 ", "   42-", "  1234 ", "12,345.67CR", "$12,345.67",
+                                           "***123.45DB", "  +12", "31/12/99"]),
+        edited_record(minus_overpunch, ["-00042", "00042-", "    0 ", " 12345-", "     0.05  ", "     $0.99",
+                                         "*12,345.00  ", "-1234", "01/01/00"]),
+        edited_record(text("000.00", 6), ["+00000", "00000 ", "      ", "       ", "           ", "          ",
+                                           "************", "     ", "        "]),
+        edited_record(text("1.5", 6), ["+7", "7", "7", "7", "7.77", "7", "7", "7", "7"]).replace(b"\x40", b"\x00"),
+    ]
+    table = read(tmp_path, b"".join(rows), EDITED, on_invalid_number="fail")
+    assert table.to_pylist() == [
+        {"point": Decimal("123.45"), "plus": 42, "minus_after": 42, "suppressed": -42, "implied": Decimal("12.34"),
+         "reported": Decimal("-12345.67"), "dollars": Decimal("12345.67"), "protected": Decimal("-123.45"),
+         "floating": 12, "slashed": "31/12/99"},
+        {"point": Decimal("-123.45"), "plus": -42, "minus_after": -42, "suppressed": 0,
+         "implied": Decimal("-123.45"), "reported": Decimal("0.05"), "dollars": Decimal("0.99"),
+         "protected": Decimal("12345.00"), "floating": -1234, "slashed": "01/01/00"},
+        {"point": Decimal("0.00"), "plus": 0, "minus_after": 0, "suppressed": None, "implied": None,
+         "reported": None, "dollars": None, "protected": None, "floating": None, "slashed": ""},
+        {"point": Decimal("1.50"), "plus": 7, "minus_after": 7, "suppressed": 7, "implied": Decimal("0.07"),
+         "reported": Decimal("7.77"), "dollars": Decimal("0.07"), "protected": Decimal("0.07"), "floating": 7,
+         "slashed": "\x00" * 7 + "7"},  # digits without their point are unscaled, as in DISPLAY fields
+    ]
+    assert not one_by_one
+
+
+@pytest.mark.parametrize(("picture", "shown", "why"), [
+    ("9(3).99", "-12.00", "no sign in its picture"),
+    ("Z(3).99", "12.345", "three decimals for two"),
+    ("+9(4)", "+12A4", "a letter"),
+    ("Z(4)9", "1 234", "a space between digits"),
+])
+def test_a_numeric_edited_value_that_its_picture_cannot_show_is_invalid(
+        tmp_path: Path, picture: str, shown: str, why: str) -> None:
+    copybook = f"01 R.\n  05 N PIC {picture}.\n"
+    size = parse_copybook(copybook).length
+    with pytest.raises(PluginFailed, match=rf"numeric-edited number \(PIC {re.escape(picture)}\)"):
+        read(tmp_path, text(shown.rjust(size), size), copybook, on_invalid_number="fail")
+    assert read(tmp_path, text(shown.rjust(size), size), copybook, on_invalid_number="null").to_pylist() == [
+        {"n": None}], why
+
+
+def test_numeric_edited_numbers_in_an_ascii_text_file(tmp_path: Path) -> None:
+    copybook = "01 R.\n  05 A PIC -9(5).99.\n  05 B PIC ZZ,ZZ9.99CR.\n  05 C PIC S9(3).99.\n"
+    data = b"-01234.56 1,234.56CR123.4N\r\n 00001.00     0.10  123.45\n"  # N: 5 overpunched negative
+    assert read(tmp_path, data, copybook, record_format="D", encoding="ascii").to_pylist() == [
+        {"a": Decimal("-1234.56"), "b": Decimal("-1234.56"), "c": Decimal("-123.45")},
+        {"a": Decimal("1.00"), "b": Decimal("0.10"), "c": Decimal("123.45")}]

@@ -145,6 +145,12 @@ class CodePage:
         """The byte of ``.``."""
         return 0x4B if self.family == "ebcdic" else 0x2E
 
+    def encode(self, text: str) -> bytes:
+        """``text`` in this code page (characters it lacks are left out; UTF-8: ASCII as it is)."""
+        if self.utf8:
+            return text.encode("ascii", "ignore")
+        return bytes(self.chars.index(c) for c in text if c in self.chars)
+
 
 def code_page(name: str) -> CodePage:
     """The code page of an ``encoding`` option value.

@@ -1,8 +1,9 @@
 """Parsing a COBOL copybook into a record layout (byte offsets) and an Arrow schema.
 
 Supported: levels 01-49 and 77 (66 and 88 are skipped), ``PIC``/``PICTURE`` with ``X``, ``A``, ``9``,
-``S``, ``V`` and repeat counts, numeric-edited pictures (read as text), ``USAGE`` ``DISPLAY``,
-``COMP``/``COMP-4``/``BINARY``/``COMP-5``, ``COMP-3``/``PACKED-DECIMAL`` (also on a group, inherited),
+``S``, ``V`` and repeat counts, numeric-edited pictures (read as numbers; with ``B``, ``0`` or ``/`` as text),
+``USAGE`` ``DISPLAY``,
+``COMP``/``COMP-0``/``COMP-4``/``BINARY``/``COMP-5``, ``COMP-3``/``PACKED-DECIMAL`` (also on a group, inherited),
 ``COMP-1``/``COMP-2`` (floating point), ``PIC N`` (``NATIONAL``, UTF-16), the scaling symbol ``P``,
 ``SIGN [IS] LEADING|TRAILING [SEPARATE]``, ``OCCURS n [TIMES]`` and ``OCCURS m TO n [TIMES] DEPENDING ON x``,
 ``REDEFINES``, ``FILLER``, ``VALUE`` (ignored). Several 01 records in one copybook are alternative layouts of
@@ -30,6 +31,7 @@ _USAGES: dict[str, Kind | None] = {
     "DISPLAY": None,
     "COMP": "binary", "COMPUTATIONAL": "binary", "COMP-4": "binary", "COMPUTATIONAL-4": "binary",
     "BINARY": "binary", "COMP-5": "binary", "COMPUTATIONAL-5": "binary",
+    "COMP-0": "binary", "COMPUTATIONAL-0": "binary",  # some compilers' name for COMP (Cobrix reads it so)
     "COMP-3": "packed", "COMPUTATIONAL-3": "packed", "PACKED-DECIMAL": "packed",
     "COMP-1": "float", "COMPUTATIONAL-1": "float", "COMP-2": "float", "COMPUTATIONAL-2": "float",
     "NATIONAL": "national",
@@ -58,6 +60,8 @@ class Item:
         signed: Whether the picture has ``S``.
         sign_leading: The sign is on (or before) the first digit instead of the last.
         sign_separate: The sign is a separate ``+``/``-`` byte.
+        edited: A numeric-edited DISPLAY number (``-9(6).99``, ``Z(5)9CR``): signs, a decimal point,
+            suppressed zeros and currency signs spelled out in the data.
         occurs: Repetition count (the maximum for ``OCCURS … DEPENDING ON``), if any; 0 is a legal count of
             a variable-size table in a concrete layout.
         occurs_min: The least count of ``OCCURS m TO n``.
@@ -81,6 +85,7 @@ class Item:
     signed: bool = False
     sign_leading: bool = False
     sign_separate: bool = False
+    edited: bool = False
     occurs: int | None = None
     occurs_min: int = 0
     depending_on: str | None = None
@@ -291,13 +296,57 @@ def _picture(item: Item, picture: str, source: str) -> None:
         else:
             item.size = item.digits + (1 if item.sign_separate else 0)
         return
+    edited = _edited_number(expanded) if item.usage is None else None
+    if edited is not None:
+        item.kind, item.edited = "zoned", True
+        item.digits, item.scale, item.size, item.signed = edited
+        if item.digits > 31:
+            raise _fail(source, item.line, f"PIC {picture} of {item.name} has {item.digits} digits; at most 31 "
+                        "are supported")
+        return
     if item.usage is not None:
         raise _fail(source, item.line, f"{item.name} is not numeric (PIC {picture}), so it cannot be "
                     f"{'COMP-3' if item.usage == 'packed' else 'COMP/BINARY'}")
     if not expanded or not re.fullmatch(r"[XA9BZ0/,.+\-*$CRDBEP]+", expanded) or expanded.count("V") > 0:
         raise _fail(source, item.line, f"PIC {picture} of {item.name} is not a picture string this reader knows")
-    item.kind = "text"  # alphanumeric, alphabetic or numeric-edited: read as text
+    item.kind = "text"  # alphanumeric, alphabetic, or edited with insertion characters (B, 0, /): read as text
     item.size = len(expanded)
+
+
+_EDITED = re.compile(r"S?[9Z*+\-.,$V]+(?:CR|DB)?")
+
+
+def _edited_number(expanded: str) -> tuple[int, int, int, bool] | None:
+    """``(digits, scale, size, signed)`` of a numeric-edited picture whose data reads back as a number: digit
+    positions ``9``, ``Z``, ``*``, a floating ``+``, ``-`` or ``$`` string, a sign (``+``, ``-``, ``CR``, ``DB``,
+    or ``S``: overpunched, as in the explicit-decimal ``S9(3).99`` Cobrix reads), ``.`` or ``V``, and ``,``.
+    ``None`` for anything else (insertion characters ``B``, ``0``, ``/`` make it text)."""
+    if not _EDITED.fullmatch(expanded) or expanded.count(".") + expanded.count("V") > 1:
+        return None
+    body, size = expanded, 0
+    if body.endswith(("CR", "DB")):
+        body, size = body[:-2], 2
+    overpunched = body.startswith("S")
+    body = body.removeprefix("S")
+    floating = {c for c in "+-$" if body.count(c) > 1}
+    if overpunched and (body.count("+") or body.count("-")) or body.count("+") and body.count("-"):
+        return None
+    digits = scale = 0
+    after, seen = False, set()
+    for symbol in body:
+        if symbol == "V":
+            after = True
+            continue
+        size += 1
+        if symbol == ".":
+            after = True
+        elif symbol in "9Z*" or (symbol in floating and symbol in seen):
+            digits += 1
+            scale += after
+        elif symbol in floating:
+            seen.add(symbol)
+    signed = overpunched or "+" in body or "-" in body or expanded.endswith(("CR", "DB"))
+    return (digits, scale, size, signed) if digits else None
 
 
 def _entry(start: int, tokens: list[str], source: str, inherited: Kind | None) -> Item | None:
