@@ -6,6 +6,7 @@ Every check is made by pyiceberg's own ``SqlCatalog`` on the same file: it is th
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -23,7 +24,8 @@ from pyiceberg.exceptions import (
     TableAlreadyExistsError,
 )
 
-from dativo.writers.iceberg.catalog import ensure_namespace
+from dativo.errors import ConnectionFailed
+from dativo.writers.iceberg.catalog import CatalogConfig, ensure_namespace, open_catalog
 from dativo.writers.iceberg.sqlite import SqliteCatalog, sqlite_file
 
 ROWS = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": pa.array(["a", "b", None], pa.string())})
@@ -207,3 +209,14 @@ def test_a_file_that_is_not_a_database_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "catalog.db").write_bytes(b"not a database" * 100)
     with pytest.raises(sqlite3.DatabaseError):
         _ours(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_catalog_uri_naming_something_other_than_a_file_is_refused(tmp_path: Path, kind: str) -> None:
+    """A FIFO would block the run at its first read; /dev/null would take every commit and keep none."""
+    target = {"fifo": tmp_path / "catalog.fifo", "device": Path("/dev/null"), "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(target)
+    with pytest.raises(ConnectionFailed, match=rf"{re.escape(str(target))} is not a regular file"):
+        open_catalog(CatalogConfig(uri=f"sqlite:///{target}"), str(tmp_path))
+    assert not kind == "device" or Path("/dev/null").is_char_device()

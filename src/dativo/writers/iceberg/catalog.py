@@ -211,6 +211,12 @@ def open_catalog(config: CatalogConfig | None, work_dir: str) -> CatalogHandle:
         storage = f" on {config.s3.describe()}" if config.s3 and warehouse.startswith("s3") else ""
         description = f"SQL catalog '{config.name}' at {_safe_uri(uri)} (warehouse {warehouse}{storage})"
         sqlite = _sqlite_path(uri)
+        if sqlite is not None and sqlite.exists() and not sqlite.is_file():
+            # /dev/null would swallow every commit, a FIFO would block the run: only a file keeps a catalog
+            raise ConnectionFailed(
+                f"{description}: {sqlite} is not a regular file",
+                hint="Point target.catalog.uri at a file (it is created if missing)",
+            )
         try:
             if sqlite is not None:
                 sqlite.parent.mkdir(parents=True, exist_ok=True)
