@@ -11,7 +11,7 @@ import pytest
 from dativo_cobol import decoder, parse_copybook
 
 from dativo.errors import ConfigError, PluginFailed
-from tests.examples.cobol.encoder import ibm_float, national, packed, rdw, text, zoned
+from tests.examples.cobol.encoder import binary, ibm_float, national, packed, rdw, text, zoned
 from tests.examples.cobol.harness import read
 
 ODO = """\
@@ -195,3 +195,17 @@ def test_numeric_edited_numbers_in_an_ascii_text_file(tmp_path: Path) -> None:
     assert read(tmp_path, data, copybook, record_format="D", encoding="ascii").to_pylist() == [
         {"a": Decimal("-1234.56"), "b": Decimal("-1234.56"), "c": Decimal("-123.45")},
         {"a": Decimal("1.00"), "b": Decimal("0.10"), "c": Decimal("123.45")}]
+
+
+def test_scaling_positions_p_on_binary_fields(tmp_path: Path) -> None:
+    """P on COMP: the stored integer scaled (types sized by the bytes, as every binary field)."""
+    copybook = ("01 R.\n  05 TINY PIC SPPP9 COMP.\n  05 THOUSANDS PIC S9(3)PPP COMP.\n"
+                "  05 HUNDREDS PIC 9(5)PP COMP.\n  05 HUGE PIC S9(10)PPP COMP.\n  05 RATE PIC SVPP9(5) COMP.\n")
+    layout = parse_copybook(copybook)
+    assert [f.type for f in layout.schema] == [pa.decimal128(5, 4), pa.int64(), pa.int64(), pa.decimal128(22, 0),
+                                               pa.decimal128(10, 7)]
+    data = b"".join([binary(-7, 2), binary(-123, 2), binary(12345, 4, signed=False),
+                     binary(-1_234_567_890_123, 8), binary(98765, 4)])
+    assert read(tmp_path, data, copybook).to_pylist() == [
+        {"tiny": Decimal("-0.0007"), "thousands": -123_000, "hundreds": 1_234_500,
+         "huge": Decimal(-1_234_567_890_123_000), "rate": Decimal("0.0098765")}]

@@ -123,17 +123,24 @@ class Item:
             return pa.float32() if self.size == 4 and self.float_format == "IEEE754" else pa.float64()
         if self.kind == "binary":
             unsigned = not self.signed
+            if self.scale < 0:  # PIC 9(n)P…: the stored integer × 10^-scale
+                digits = self.stored_digits - self.scale
+                return pa.int64() if digits <= 18 else pa.decimal128(digits, 0)
             if self.scale == 0:
                 if self.size == 8 and unsigned:
                     return pa.decimal128(20, 0)
                 bits = self.size * 8 * (2 if unsigned else 1)
                 return {16: pa.int16(), 32: pa.int32(), 64: pa.int64()}[bits]
-            precision = {2: 5, 4: 10, 8: 20 if unsigned else 19}[self.size]
-            return pa.decimal128(precision, self.scale)
+            return pa.decimal128(max(self.stored_digits, self.scale), self.scale)
         if self.scale <= 0 and self.precision <= 18:
             digits = self.precision
             return pa.int16() if digits <= 4 else pa.int32() if digits <= 9 else pa.int64()
         return pa.decimal128(self.precision, max(0, self.scale))
+
+    @property
+    def stored_digits(self) -> int:
+        """Decimal digits a binary item's bytes can hold, whatever its PIC says (``TRUNC(BIN)``)."""
+        return {2: 5, 4: 10, 8: 19 if self.signed else 20}.get(self.size, 0)
 
     @property
     def precision(self) -> int:
@@ -285,15 +292,16 @@ def _picture(item: Item, picture: str, source: str) -> None:
             limit = 18 if item.kind == "binary" else 31
             raise _fail(source, item.line, f"PIC {picture} of {item.name} has {item.digits} digits; "
                         f"at most {limit} are supported for this usage")
-        if "P" in expanded and (item.kind == "binary" or item.precision > 31
-                                or (item.scale < 0 and item.precision > 18)):
+        if item.kind == "binary":
+            item.size = 2 if item.digits <= 4 else 4 if item.digits <= 9 else 8
+        binary = item.kind == "binary"
+        if "P" in expanded and (item.precision > 31 or (binary and item.stored_digits - item.scale > 36)
+                                or (not binary and item.scale < 0 and item.precision > 18)):
             raise _fail(source, item.line, f"PIC {picture} of {item.name}: the scaling symbol P is supported for "
-                        "DISPLAY and COMP-3 values of at most 18 digits before the point and 31 in all")
+                        "values of at most 18 digits before the point and 31 in all")
         if item.kind == "packed":
             item.size = item.digits // 2 + 1
-        elif item.kind == "binary":
-            item.size = 2 if item.digits <= 4 else 4 if item.digits <= 9 else 8
-        else:
+        elif item.kind != "binary":
             item.size = item.digits + (1 if item.sign_separate else 0)
         return
     edited = _edited_number(expanded) if item.usage is None else None

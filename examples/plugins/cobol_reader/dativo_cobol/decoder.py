@@ -562,8 +562,9 @@ def _binary(item: Item, frame: _Frame, valid: np.ndarray | None) -> pa.Array:
     big = np.dtype(f">{'i' if item.signed else 'u'}{item.size}")
     values = frame.view(big).astype(big.newbyteorder("="))
     arrow_type = item.arrow_type()
-    if pa.types.is_integer(arrow_type):
-        return pa.array(values.astype(arrow_type.to_pandas_dtype()), type=arrow_type,
+    if pa.types.is_integer(arrow_type):  # PIC 9(n)P… (in 18 digits): the scaling positions are zeros
+        factor = 10**-item.scale if item.scale < 0 else 1
+        return pa.array(values.astype(arrow_type.to_pandas_dtype()) * factor, type=arrow_type,
                         mask=None if valid is None else ~valid)
     wide = np.zeros((len(values), 2), np.int64)
     if values.dtype == np.uint64:
@@ -571,6 +572,11 @@ def _binary(item: Item, frame: _Frame, valid: np.ndarray | None) -> pa.Array:
     else:
         wide[:, 0] = values
         wide[:, 1] = wide[:, 0] >> 63
+    if item.scale < 0:  # beyond 18 digits: × 10^-scale in Arrow's decimal arithmetic
+        stored = pa.Array.from_buffers(pa.decimal128(item.stored_digits, 0), len(values),
+                                       [_validity(valid), pa.py_buffer(wide)])
+        factor = pa.scalar(Decimal(10**-item.scale), pa.decimal128(1 - item.scale, 0))
+        return pc.cast(pc.multiply(stored, factor), arrow_type)
     return pa.Array.from_buffers(arrow_type, len(values), [_validity(valid), pa.py_buffer(wide)])
 
 
@@ -581,12 +587,12 @@ def _combine(pairs: np.ndarray) -> np.ndarray:
     return (x >> 32) * 100_000_000 + (x & 0xFFFFFFFF)
 
 
-# ASCII overpunch: the last (or first) digit of a signed DISPLAY number carries the sign: { A-I for +0..+9,
-# } J-R for -0..-9; a plain digit is positive. Byte value -> digit (0xFF: not a signed digit), negative flag.
 _EDITED_VALUE = (r"^[*$ ]*(?P<lead>[+-]?)[*$ ]*(?P<whole>[0-9][0-9,]*|)(?P<point>\.?)(?P<fraction>[0-9]*)"
                  r" *(?P<trail>[+-]|CR|DB|) *$")
 """A numeric-edited value as text: check protection, currency, a sign before or after (or CR, DB), digits with
 grouping commas, a decimal point."""
+# ASCII overpunch: the last (or first) digit of a signed DISPLAY number carries the sign: { A-I for +0..+9,
+# } J-R for -0..-9; a plain digit is positive. Byte value -> digit (0xFF: not a signed digit), negative flag.
 _ASCII_DIGIT = np.full(256, 0xFF, np.uint8)
 _ASCII_NEG = np.zeros(256, bool)
 for _d in range(10):
