@@ -209,3 +209,13 @@ def test_scaling_positions_p_on_binary_fields(tmp_path: Path) -> None:
     assert read(tmp_path, data, copybook).to_pylist() == [
         {"tiny": Decimal("-0.0007"), "thousands": -123_000, "hundreds": 1_234_500,
          "huge": Decimal(-1_234_567_890_123_000), "rate": Decimal("0.0098765")}]
+
+
+def test_a_numeric_edited_amount_in_the_code_pages_own_currency(tmp_path: Path) -> None:
+    """cp285 (UK) spells the picture's currency sign as £ (X'5B'): it is shown, not part of the number."""
+    copybook = "01 R.\n  05 AMOUNT PIC $$,$$9.99CR.\n"
+    # X'5B' is $ in cp037 and £ in cp285 (Python has no cp285 codec; the other characters are the same)
+    data = b"".join(text(v.rjust(11), 11) for v in ["$1,234.50CR", "    $0.99  "])
+    assert data[0] == 0x5B
+    assert read(tmp_path, data, copybook, encoding="cp285").to_pylist() == [
+        {"amount": Decimal("-1234.50")}, {"amount": Decimal("0.99")}]

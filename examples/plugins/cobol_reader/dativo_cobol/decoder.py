@@ -367,7 +367,8 @@ class Decoder:
         if not item.signed:
             ok &= ~minus
         # spaces or low-values (null text), a zero suppressed or check-protected away
-        blank = pc.fill_null(pc.match_substring_regex(texts, r"^[*$,.]*$"), True).to_numpy(zero_copy_only=False)
+        blank = pc.fill_null(pc.match_substring_regex(texts, rf"^[*{_CURRENCY},.]*$"), True).to_numpy(
+            zero_copy_only=False)
         rows = np.flatnonzero(ok)
         parts[0][rows] = pc.cast(pc.take(digits, pa.array(rows)), pa.uint64()).to_numpy(zero_copy_only=False)
         neg[rows] = minus[rows]
@@ -587,8 +588,10 @@ def _combine(pairs: np.ndarray) -> np.ndarray:
     return (x >> 32) * 100_000_000 + (x & 0xFFFFFFFF)
 
 
-_EDITED_VALUE = (r"^[*$ ]*(?P<lead>[+-]?)[*$ ]*(?P<whole>[0-9][0-9,]*|)(?P<point>\.?)(?P<fraction>[0-9]*)"
-                 r" *(?P<trail>[+-]|CR|DB|) *$")
+_CURRENCY = "$£€¥"
+"""Currency signs an edited number may show (the picture's ``$`` is the code page's own sign, ``£`` in cp285)."""
+_EDITED_VALUE = (rf"^[*{_CURRENCY} ]*(?P<lead>[+-]?)[*{_CURRENCY} ]*(?P<whole>[0-9][0-9,]*|)(?P<point>\.?)"
+                 r"(?P<fraction>[0-9]*) *(?P<trail>[+-]|CR|DB|) *$")
 """A numeric-edited value as text: check protection, currency, a sign before or after (or CR, DB), digits with
 grouping commas, a decimal point."""
 # ASCII overpunch: the last (or first) digit of a signed DISPLAY number carries the sign: { A-I for +0..+9,
@@ -699,7 +702,7 @@ def _parse_display(raw: bytes, item: Item, cp: CodePage) -> tuple[int, bool] | s
         for credit in (cp.encode("CR"), cp.encode("DB")):
             if core.endswith(credit):
                 negative, core = True, core[: -len(credit)].rstrip(bytes([cp.space]))
-        core = core.translate(None, cp.encode("*,$")).strip(bytes([cp.space]))
+        core = core.translate(None, cp.encode("*," + _CURRENCY)).strip(bytes([cp.space]))
     if not core:
         return "blank"
     if core[:1] in (bytes([cp.plus]), bytes([cp.minus])):

@@ -464,8 +464,7 @@ class Framing:
             if broken:
                 raise self._bad_header(path, base + position, bytes(buffer[position: position + 4]),
                                        record + len(starts))
-            heads_ = np.asarray(starts, np.int64) - 4
-            return starts, (np.diff(heads_, append=position) - 4).tolist(), heads_.tolist(), position
+            return starts, *_sizes_and_heads(starts, position), position
         headers = self.headers
         while len(starts) < most:
             if self.fmt in ("VB", "FB"):
@@ -496,10 +495,10 @@ class Framing:
                             f"{path}: the record at byte {base + at} (in the block at byte {base + position}) "
                             f"has the RDW X'{rdw.hex().upper()}', which does not fit its block "
                             f"({end - at} bytes left)", hint=_FORMAT_HINT)
-                    heads_ = np.asarray(walked, np.int64) - 4
                     starts += walked
-                    sizes += (np.diff(heads_, append=end) - 4).tolist()
-                    heads += heads_.tolist()
+                    more_sizes, more_heads = _sizes_and_heads(walked, end)
+                    sizes += more_sizes
+                    heads += more_heads
                 position = end
                 continue
             if self.length_of is not None:  # F with the length inside the record
@@ -725,6 +724,13 @@ def rdw_records(buffer: bytes | np.ndarray, position: int, stop: int, most: int,
         position += run * size
         guess, walk = (guess * 4, 1) if run == guess else (_FIRST_GUESS, _WALK_AFTER_MISS)
     return starts, position, False
+
+
+def _sizes_and_heads(starts: list[int], end: int) -> tuple[list[int], list[int]]:
+    """Payload sizes and RDW offsets of consecutive V records, from their payload offsets and where the last
+    one ends (each record ends where the next one's RDW starts)."""
+    heads = np.asarray(starts, np.int64) - 4
+    return (np.diff(heads, append=end) - 4).tolist(), heads.tolist()
 
 
 def _rdw_chain(view: memoryview, position: int, stop: int, most: int, until: int,
