@@ -372,3 +372,11 @@ def test_the_embedded_catalog_commits_without_sqlalchemy(tmp_path: Path, uri: st
         "assert catalog.load_table('raw.t').scan().to_arrow().num_rows == 1"
     )
     assert bool(_among(modules, ("sqlalchemy",))) is loads_sqlalchemy
+
+
+def test_the_engine_loads_no_signature_library() -> None:
+    """Signatures are checked for locked plugins only: a run of built-in connectors does not import
+    cryptography (0.02 s of start-up)."""
+    modules, _ = _loaded_after("import dativo.engine")
+    assert "dativo.market.policy" in modules
+    assert _among(modules, ("cryptography",)) == []

@@ -44,7 +44,6 @@ from dativo.errors import ConfigError, PluginNotFound, PluginUntrusted, SandboxE
 from dativo.market import capabilities
 from dativo.market.lock import DEFAULT_POLICY, Pin, Policy, Project, project
 from dativo.market.manifest import Manifest
-from dativo.market.sign import PublicKey
 from dativo.market.verify import Installed, check, describe
 from dativo.registry import Location, locate
 
@@ -280,6 +279,8 @@ class Gate:
             verified = "yes"
         except PluginUntrusted as exc:
             verified = f"no: {exc.message}"
+        from dativo.market.sign import PublicKey  # cryptography (0.02 s), for a locked plugin only
+
         publisher = PublicKey.parse(pin.publisher).fingerprint if pin.publisher else ""
         trust = "trusted" if pin.trusted and verified == "yes" else "untrusted"
         return Provenance(found.name, f"index {pin.index}" if pin.index else "lock", publisher,
