@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -370,6 +371,44 @@ def test_an_unreachable_cluster_is_one_clear_error(tmp_path: Path, s3_server: S3
     assert "Traceback" not in done.stderr
 
 
+class _SessionRefused:
+    """Stands in for the ``ray`` module where a Ray Client server refuses to start sessions: that failure of
+    the cluster's side cannot be provoked on demand, so this raises what Ray raises then, ``refusals`` times."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals, self.calls = refusals, 0
+
+    def init(self, **kwargs: Any) -> None:
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise ConnectionAbortedError("Initialization failure from server:\nTraceback (most recent call last):\n"
+                                         "  ...\nRuntimeError: Starting Ray client server failed.\n")
+
+
+@pytest.mark.parametrize(("refusals", "joins"), [(2, True), (3, False)])
+def test_a_ray_client_session_the_server_fails_to_start_is_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusals: int, joins: bool) -> None:
+    from dativo.executors import ray as executor
+
+    monkeypatch.setattr(executor, "RETRY_PAUSE_S", 0.0)
+    with socket.socket() as listening:  # the probe finds something listening, as at a real head
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"ray://127.0.0.1:{listening.getsockname()[1]}"
+        job = parse_job("version: 1\nname: j\nsource: {type: csv, path: a.csv}\ntarget: {type: parquet, path: out}\n"
+                        f"executor: {{type: ray, address: '{address}'}}\n")
+        cluster = executor.RayExecutor(job, run_id="r", work_dir=tmp_path, work=lambda *args: None)
+        ray = _SessionRefused(refusals)
+        if joins:
+            cluster._connect(ray)
+            assert cluster._connected_here and ray.calls == 3
+        else:
+            with pytest.raises(ConnectionFailed, match="Initialization failure from server: RuntimeError: Starting "
+                               "Ray client server failed"):
+                cluster._connect(ray)
+            assert ray.calls == executor.CLIENT_INIT_ATTEMPTS
+
+
 def test_a_malformed_address_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "job.yaml").write_text(
         "version: 1\nname: j\nsource: {type: csv, path: a.csv}\ntarget: {type: parquet, path: out}\n")
@@ -425,11 +464,13 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         while len(self.killed) < self.kills and not self.stop.is_set():
-            if self.stop.wait(self.rng.uniform(0.2, 1.5)):
+            if self.stop.wait(self.rng.uniform(0.05, 0.8)):
                 return
             workers = self.cluster.split_workers()
+            while not workers and not self.stop.wait(0.02):  # the next moment a split runs (a run lasts seconds)
+                workers = self.cluster.split_workers()
             if not workers:
-                continue
+                return
             victim = self.rng.choice(workers)
             try:
                 victim.send_signal(signal.SIGKILL)
@@ -449,7 +490,7 @@ def test_workers_killed_mid_split_are_retried_and_the_table_gets_exactly_the_sou
     retried = attempt = 0
     # A kill counts once Ray retried the split it hit (a worker killed just after its split ended costs no
     # retry); runs go on until 10 kills have hit running splits.
-    while retried < 10 and attempt < 8:
+    while retried < 10 and attempt < 12:
         attempt += 1
         killer = Killer(ray_driver, rng, 4, lambda: current_snapshot(s3_server, namespace))
         killer.start()
@@ -479,7 +520,7 @@ def test_a_killed_driver_publishes_nothing_and_a_rerun_is_exact(
         deadline = time.monotonic() + 120
         while not ray_driver.split_workers() and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.2, 1.0))  # somewhere inside the splits
+        time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside the splits (a split of this table takes about 1 s)
         assert driver.poll() is None, driver.communicate()
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)

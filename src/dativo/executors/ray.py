@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,10 @@ CANCEL_GRACE_S = 10.0
 """How long a failed run waits for its cancelled tasks to abort what they wrote."""
 PROBE_TIMEOUT_S = 5.0
 """How long the driver tries to reach the cluster's address before it gives up."""
+CLIENT_INIT_ATTEMPTS = 3
+"""Tries to join through Ray Client: its server starts a process per driver, which may fail under load."""
+RETRY_PAUSE_S = 2.0
+"""The pause before the next try, times the tries so far."""
 
 Work = Callable[..., SplitResult]
 """The body of a split task (``dativo.engine.run_split``): ``(task, counter) -> SplitResult``."""
@@ -158,22 +163,33 @@ class RayExecutor:
         address = self.address
         if address != "auto":
             self._probe(address)
-        try:
-            # A runtime_env given here applies to every task and may upload local folders (py_modules,
-            # working_dir); Ray refuses those in a task's own options.
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
-                     namespace="dativo", configure_logging=False,
-                     runtime_env=self._runtime_env() if self.config.runtime_env else None)
-        except Exception as exc:
-            raise ConnectionFailed(
-                f"cannot join the Ray cluster at {address}: {_first_line(exc)}",
-                job=self.job.name,
-                hint="Start the cluster (`ray start --head` on the head node), check executor.address or "
-                "--address (auto, host:port of the head's GCS, ray://host:port for Ray Client), use the same "
-                "ray version as the cluster, or run with --executor local.",
-            ) from None
+        attempts = CLIENT_INIT_ATTEMPTS if address.startswith("ray://") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                # A runtime_env given here applies to every task and may upload local folders (py_modules,
+                # working_dir); Ray refuses those in a task's own options.
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                         namespace="dativo", configure_logging=False,
+                         runtime_env=self._runtime_env() if self.config.runtime_env else None)
+                break
+            except Exception as exc:
+                if attempt < attempts and _session_not_started(exc):  # Ray has disconnected: join again
+                    log.warning("the Ray Client server at %s did not start a session for this driver (%s); "
+                                "trying again", address, _first_line(exc))
+                    time.sleep(RETRY_PAUSE_S * attempt)
+                    continue
+                raise self._not_joined(address, exc) from None
         self._connected_here = True
         _quiet_driver(ray)
+
+    def _not_joined(self, address: str, exc: BaseException) -> ConnectionFailed:
+        return ConnectionFailed(
+            f"cannot join the Ray cluster at {address}: {_first_line(exc)}",
+            job=self.job.name,
+            hint="Start the cluster (`ray start --head` on the head node), check executor.address or "
+            "--address (auto, host:port of the head's GCS, ray://host:port for Ray Client), use the same "
+            "ray version as the cluster, or run with --executor local.",
+        )
 
     def _probe(self, address: str) -> None:
         """Fail fast when nothing listens at ``address`` (Ray itself retries for a long while)."""
@@ -437,6 +453,14 @@ def _quiet_driver(ray: Any) -> None:
         module._worker_logs_enabled = False
 
 
+def _session_not_started(exc: BaseException) -> bool:
+    """Ray Client's server could not start this driver's session (a transient failure of the cluster)."""
+    return isinstance(exc, ConnectionError) and str(exc).startswith("Initialization failure from server")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:500]
+    """The first line of the message; a header ending in ``:`` gets the last line of what follows it (Ray
+    Client sends the server's traceback, whose last line says what failed)."""
+    lines = [line.strip() for line in (str(exc).strip() or type(exc).__name__).splitlines() if line.strip()]
+    text = f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text[:500]
