@@ -26,10 +26,9 @@ from pyiceberg.exceptions import ForbiddenError, OAuthError, UnauthorizedError
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from dativo.errors import ConnectionFailed
-from dativo.writers.iceberg.sqlite import SqliteCatalog, sqlite_file
 from dativo.storage.s3 import S3Settings, redact
+from dativo.writers.iceberg.sqlite import SqliteCatalog, sqlite_file, sqlite_path
 
-_SQLITE_URI = re.compile(r"sqlite(?:\+\w+)?:///(.*)", re.DOTALL)
 _SECRET_KEY = re.compile(r"secret|token|key|credential|password", re.IGNORECASE)
 
 CATALOG_NAME = "dativo"
@@ -147,13 +146,6 @@ def normalise_warehouse(warehouse: str) -> str:
     return warehouse.rstrip("/")
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of any SQLite URI (``sqlite:///``, ``sqlite+driver:///``, with parameters)."""
-    match = _SQLITE_URI.match(uri)
-    path = match.group(1).split("?", 1)[0] if match else ""
-    return Path(path) if path and path != ":memory:" else None
-
-
 def _safe_uri(uri: str) -> str:
     """The URI without a password in its user-info part."""
     parsed = urlparse(uri)
@@ -210,7 +202,7 @@ def open_catalog(config: CatalogConfig | None, work_dir: str) -> CatalogHandle:
         warehouse = normalise_warehouse(config.warehouse or str(base / "warehouse"))
         storage = f" on {config.s3.describe()}" if config.s3 and warehouse.startswith("s3") else ""
         description = f"SQL catalog '{config.name}' at {_safe_uri(uri)} (warehouse {warehouse}{storage})"
-        sqlite = _sqlite_path(uri)
+        sqlite = sqlite_path(uri)
         if sqlite is not None and sqlite.exists() and not sqlite.is_file():
             # /dev/null would swallow every commit, a FIFO would block the run: only a file keeps a catalog
             raise ConnectionFailed(

@@ -16,6 +16,7 @@ used from any thread and after a fork.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -64,18 +65,23 @@ _DDL = (
 )
 """The tables as SQLAlchemy creates them for ``SqlCatalog`` (the v1 schema), to the byte."""
 
+_SQLITE_URI = re.compile(r"sqlite(?:\+\w+)?:///(.*)", re.DOTALL)
 _MINIMAL_PROPERTIES = {"exists": "true"}
 """What ``SqlCatalog`` stores for a namespace created without properties (its row marks that it exists)."""
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of any SQLite URI (``sqlite:///``, ``sqlite+driver:///``, with parameters); ``None``
+    for another database or an in-memory one."""
+    match = _SQLITE_URI.match(uri)
+    path = match.group(1).split("?", 1)[0] if match else ""
+    return Path(path) if path and path != ":memory:" else None
 
 
 def sqlite_file(uri: str) -> Path | None:
     """The file of a plain ``sqlite:///path`` URI; ``None`` for anything else (another database, a driver
     suffix, URI parameters, or an in-memory database), which ``SqlCatalog`` handles."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or "?" in uri:
-        return None
-    path = uri[len(prefix) :]
-    return Path(path) if path and path != ":memory:" else None
+    return sqlite_path(uri) if uri.startswith("sqlite:///") and "?" not in uri else None
 
 
 class SqliteCatalog(MetastoreCatalog):
