@@ -219,3 +219,79 @@ def test_a_numeric_edited_amount_in_the_code_pages_own_currency(tmp_path: Path) 
     assert data[0] == 0x5B
     assert read(tmp_path, data, copybook, encoding="cp285").to_pylist() == [
         {"amount": Decimal("-1234.50")}, {"amount": Decimal("0.99")}]
+
+
+def test_display_and_packed_numbers_of_up_to_38_digits(tmp_path: Path) -> None:
+    """Cobrix reads PIC 9(37) and the like; Arrow's decimal128 holds 38 digits, so does the reader."""
+    copybook = ("01 R.\n  05 Z38 PIC S9(36)V99.\n  05 P38 PIC S9(38) COMP-3.\n  05 P37 PIC 9(37) COMP-3.\n"
+                "  05 Z32 PIC 9(32).\n")
+    layout = parse_copybook(copybook)
+    assert [f.type for f in layout.schema] == [pa.decimal128(38, 2), pa.decimal128(38, 0), pa.decimal128(37, 0),
+                                               pa.decimal128(32, 0)]
+    top = 10**38 - 1
+    rows = [(-top, top, 10**37 - 1, 10**32 - 1), (top, -top, 0, 0), (-1, 1, 12345678901234567890123456789012345, 7),
+            (-(10**37 + 987654321), -(10**20 + 5), 10**36, 10**31)]
+    data = b"".join(zoned(a, 38) + packed(b, 38) + packed(c, 37, False) + zoned(d, 32, False) for a, b, c, d in rows)
+    assert read(tmp_path, data, copybook).to_pylist() == [
+        {"z38": Decimal(f"{a}E-2"), "p38": Decimal(b), "p37": Decimal(c), "z32": Decimal(d)}
+        for a, b, c, d in rows]
+
+
+def test_an_even_packed_field_past_its_digits_is_invalid(tmp_path: Path) -> None:
+    """PIC 9(38) COMP-3 leaves one pad nibble in its 20 bytes: a 39th digit there is not a value of the PIC."""
+    copybook = "01 R.\n  05 P PIC S9(38) COMP-3.\n"
+    data = packed(10**38, 39) + packed(5, 38)
+    assert read(tmp_path, data, copybook, on_invalid_number="null").to_pylist() == [{"p": None}, {"p": Decimal(5)}]
+    with pytest.raises(PluginFailed, match=r"record 1 \(at byte 0\): field P .*not a valid packed decimal"):
+        read(tmp_path, data, copybook)
+
+
+def test_binary_past_18_digits_in_the_sizes_cobrix_reads(tmp_path: Path) -> None:
+    """COMP of 19-38 digits: the fewest bytes that hold them (9 … 16), typed by what the bytes hold."""
+    sizes = {19: 9, 21: 9, 22: 10, 24: 11, 27: 12, 29: 13, 32: 14, 34: 15, 36: 16, 38: 16}
+    copybook = "01 R.\n" + "".join(f"  05 S{d} PIC S9({d}) COMP.\n  05 U{d} PIC 9({d}) COMP-5.\n" for d in sizes)
+    layout = parse_copybook(copybook)
+    assert layout.length == 2 * sum(sizes.values())
+    held = {n: (len(str(2 ** (8 * n - 1) - 1)), len(str(2 ** (8 * n) - 1))) for n in sizes.values()}
+    assert [f.type for f in layout.schema] == [
+        pa.decimal128(min(38, held[sizes[d]][unsigned]), 0) for d in sizes for unsigned in (0, 1)]
+    extremes = []
+    for n in sizes.values():  # the most and least the bytes hold, within 38 digits
+        most = min(2 ** (8 * n - 1) - 1, 10**38 - 1)
+        extremes.append(((-most - (1 if n < 16 else 0), 2 ** (8 * n) - 1 if n < 16 else 10**38 - 1),
+                         (most, 0), (-1, 1)))
+    for row in range(3):
+        data = b"".join(binary(extremes[i][row][0], n) + binary(extremes[i][row][1], n, signed=False)
+                        for i, n in enumerate(sizes.values()))
+        values = list(read(tmp_path, data, copybook).to_pylist()[0].values())
+        assert values == [Decimal(v) for i in range(len(sizes)) for v in extremes[i][row]]
+
+
+def test_a_16_byte_binary_past_38_digits_is_invalid(tmp_path: Path) -> None:
+    copybook = "01 R.\n  05 S PIC S9(38) COMP.\n  05 U PIC 9(37) COMP.\n  05 K PIC X.\n"
+    rows = [(10**38, 10**38 - 1), (-(10**38), 2**128 - 1), (-(2**127), 0), (10**38 - 1, 2**127)]
+    data = b"".join(binary(s, 16) + binary(u, 16, signed=False) + text("K", 1) for s, u in rows)
+    assert read(tmp_path, data, copybook, on_invalid_number="null").to_pylist() == [
+        {"s": None, "u": Decimal(10**38 - 1), "k": "K"}, {"s": None, "u": None, "k": "K"},
+        {"s": None, "u": Decimal(0), "k": "K"}, {"s": Decimal(10**38 - 1), "u": None, "k": "K"}]
+    with pytest.raises(PluginFailed, match=r"record 1 \(at byte 0\): field S .*not a valid binary number of at most 38"):
+        read(tmp_path, data, copybook)
+
+
+def test_scaling_positions_p_past_18_digits(tmp_path: Path) -> None:
+    copybook = ("01 R.\n  05 D PIC S9(17)P(4).\n  05 C PIC 9(25)PPP COMP-3.\n  05 B PIC S9(20)P(16) COMP.\n"
+                "  05 E PIC S9(18)PP COMP.\n")
+    layout = parse_copybook(copybook)
+    assert [f.type for f in layout.schema] == [pa.decimal128(21, 0), pa.decimal128(28, 0), pa.decimal128(38, 0),
+                                               pa.decimal128(21, 0)]
+    data = (zoned(-(10**17 - 1), 17) + packed(10**25 - 1, 25, False) + binary(-(10**20 - 1), 9)
+            + binary(-(2**63), 8))
+    assert read(tmp_path, data, copybook).to_pylist() == [
+        {"d": Decimal(-(10**17 - 1) * 10**4), "c": Decimal((10**25 - 1) * 1000),
+         "b": Decimal(-(10**20 - 1) * 10**16), "e": Decimal(-(2**63) * 100)}]
+
+
+@pytest.mark.parametrize("picture", ["9(39)", "S9(30)V9(9) COMP-3", "9(39) COMP", "-9(36).999", "9(36)PPP"])
+def test_more_than_38_digits_are_refused(picture: str) -> None:
+    with pytest.raises(ConfigError, match=r"line 2: PIC .* of A\b.*38 .*decimal128"):
+        parse_copybook(f"01 R.\n  05 A PIC {picture}.\n")

@@ -24,6 +24,18 @@ import pyarrow as pa
 from dativo.errors import ConfigError
 
 Kind = Literal["group", "text", "zoned", "packed", "binary", "float", "national"]
+
+MAX_DIGITS = 38
+"""The most digits a numeric item may have: what an Arrow ``decimal128`` (and an Iceberg decimal) holds."""
+
+
+def binary_size(digits: int) -> int:
+    """Bytes of a binary (``COMP``) item of ``digits`` digits: 2, 4 or 8 as IBM COBOL stores them, and past 18
+    digits the fewest bytes whose two's complement holds every value (9 for 19-21 … 16 for 36-38), the sizes of
+    Micro Focus COBOL and of Cobrix."""
+    if digits <= 18:
+        return 2 if digits <= 4 else 4 if digits <= 9 else 8
+    return ((10**digits - 1).bit_length() + 8) // 8
 FloatFormat = Literal["IBM", "IEEE754"]
 
 _HINT = "Fix the copybook, or tell the plugin's authors which COBOL clause it should support."
@@ -127,8 +139,8 @@ class Item:
                 digits = self.stored_digits - self.scale
                 return pa.int64() if digits <= 18 else pa.decimal128(digits, 0)
             if self.scale == 0:
-                if self.size == 8 and unsigned:
-                    return pa.decimal128(20, 0)
+                if self.size > 8 or (self.size == 8 and unsigned):
+                    return pa.decimal128(self.stored_digits, 0)
                 bits = self.size * 8 * (2 if unsigned else 1)
                 return {16: pa.int16(), 32: pa.int32(), 64: pa.int64()}[bits]
             return pa.decimal128(max(self.stored_digits, self.scale), self.scale)
@@ -139,8 +151,11 @@ class Item:
 
     @property
     def stored_digits(self) -> int:
-        """Decimal digits a binary item's bytes can hold, whatever its PIC says (``TRUNC(BIN)``)."""
-        return {2: 5, 4: 10, 8: 19 if self.signed else 20}.get(self.size, 0)
+        """Decimal digits a binary item's bytes can hold, whatever its PIC says (``TRUNC(BIN)``), at most
+        :data:`MAX_DIGITS` (16 bytes hold 39: the values beyond 38 digits are invalid)."""
+        if self.kind != "binary":
+            return 0
+        return min(MAX_DIGITS, len(str(2 ** (8 * self.size - (1 if self.signed else 0)) - 1)))
 
     @property
     def precision(self) -> int:
@@ -288,17 +303,15 @@ def _picture(item: Item, picture: str, source: str) -> None:
             item.scale = len(numeric[3] or "")
             item.digits = len(numeric[2]) + item.scale
         item.kind = item.usage or "zoned"
-        if item.digits > 31 or (item.kind == "binary" and item.digits > 18):
-            limit = 18 if item.kind == "binary" else 31
-            raise _fail(source, item.line, f"PIC {picture} of {item.name} has {item.digits} digits; "
-                        f"at most {limit} are supported for this usage")
+        if item.digits > MAX_DIGITS:
+            raise _fail(source, item.line, f"PIC {picture} of {item.name} has {item.digits} digits; at most "
+                        f"{MAX_DIGITS} are supported (the most an Arrow decimal128 holds)")
         if item.kind == "binary":
-            item.size = 2 if item.digits <= 4 else 4 if item.digits <= 9 else 8
+            item.size = binary_size(item.digits)
         binary = item.kind == "binary"
-        if "P" in expanded and (item.precision > 31 or (binary and item.stored_digits - item.scale > 36)
-                                or (not binary and item.scale < 0 and item.precision > 18)):
-            raise _fail(source, item.line, f"PIC {picture} of {item.name}: the scaling symbol P is supported for "
-                        "values of at most 18 digits before the point and 31 in all")
+        if "P" in expanded and max(item.precision, item.stored_digits - item.scale if binary else 0) > MAX_DIGITS:
+            raise _fail(source, item.line, f"PIC {picture} of {item.name}: with its scaling positions P the value "
+                        f"has more than {MAX_DIGITS} digits (the most an Arrow decimal128 holds)")
         if item.kind == "packed":
             item.size = item.digits // 2 + 1
         elif item.kind != "binary":
@@ -308,9 +321,9 @@ def _picture(item: Item, picture: str, source: str) -> None:
     if edited is not None:
         item.kind, item.edited = "zoned", True
         item.digits, item.scale, item.size, item.signed = edited
-        if item.digits > 31:
-            raise _fail(source, item.line, f"PIC {picture} of {item.name} has {item.digits} digits; at most 31 "
-                        "are supported")
+        if item.digits > MAX_DIGITS:
+            raise _fail(source, item.line, f"PIC {picture} of {item.name} has {item.digits} digits; at most "
+                        f"{MAX_DIGITS} are supported (the most an Arrow decimal128 holds)")
         return
     if item.usage is not None:
         raise _fail(source, item.line, f"{item.name} is not numeric (PIC {picture}), so it cannot be "

@@ -33,7 +33,6 @@ import codecs
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Literal
 
 import numpy as np
@@ -41,14 +40,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dativo_cobol.codepages import CodePage, code_page
-from dativo_cobol.copybook import Item, Layout
+from dativo_cobol.copybook import MAX_DIGITS, Item, Layout
 from dativo_cobol.records import PAD
 
 Trim = Literal["right", "left", "both", "none"]
 Invalid = Literal["null", "reject_record", "fail"]
 _PRESENT = 1 << 40  # "all bytes present" in a frame's avail
 _PAD = PAD  # bytes before and after a batch, so any field can be read as the low bytes of an 8-byte word
-_TEN_18 = pa.scalar(Decimal(10**18), pa.decimal128(19, 0))
 _LANES = 0x0F0F0F0F0F0F0F0F
 _SIX = 0x0606060606060606
 _HIGH = 0xF0F0F0F0F0F0F0F0
@@ -270,7 +268,15 @@ class Decoder:
         if item.kind == "national":
             return self._national(frame.bytes(item.size), valid)
         if item.kind == "binary":
-            return _binary(item, frame, valid)
+            array, bad = _binary(item, frame, valid)
+            if bad is None or not (bad := bad if valid is None else bad & valid).any():
+                return array
+            matrix = frame.bytes(item.size)
+            issues.append(Issue(item, bad, lambda e: matrix[e].tobytes(), occurs, "binary number of at most 38 digits"))
+            if self.invalid != "null":
+                return array
+            mask = ~bad if valid is None else valid & ~bad
+            return pa.Array.from_buffers(array.type, len(array), [_validity(mask), array.buffers()[1]])
         if item.kind == "float":
             return _float(item, frame, valid)
         if item.kind == "packed":
@@ -331,7 +337,7 @@ class Decoder:
         over the batch. Values it does not take (an overpunched sign, more than 18 digits, anything odd) are
         left invalid for :func:`_lenient` to read one by one or refuse."""
         count = frame.count
-        parts = [np.zeros(count, np.uint64) for _ in range(1 if item.digits <= 18 else 4)]
+        parts = [np.zeros(count, np.uint64) for _ in range(1 if item.digits <= 18 else -(-item.digits // 8))]
         neg, bad, blank = np.zeros(count, bool), np.ones(count, bool), np.zeros(count, bool)
         if item.digits > 18:
             return parts, neg, bad, blank
@@ -558,27 +564,50 @@ def _float(item: Item, frame: _Frame, valid: np.ndarray | None) -> pa.Array:
     return pa.array(values, type=arrow_type, mask=None if valid is None else ~valid)
 
 
-def _binary(item: Item, frame: _Frame, valid: np.ndarray | None) -> pa.Array:
-    """Big-endian two's complement (signed) or unsigned integers of 2, 4 or 8 bytes."""
-    big = np.dtype(f">{'i' if item.signed else 'u'}{item.size}")
-    values = frame.view(big).astype(big.newbyteorder("="))
+def _binary(item: Item, frame: _Frame, valid: np.ndarray | None) -> tuple[pa.Array, np.ndarray | None]:
+    """Big-endian two's complement (signed) or unsigned integers: 2, 4 or 8 bytes, or 9 to 16 past 18 digits.
+
+    Returns:
+        ``(array, bad)``: ``bad`` flags the 16-byte values beyond 38 digits (``None`` when there can be none).
+    """
     arrow_type = item.arrow_type()
-    if pa.types.is_integer(arrow_type):  # PIC 9(n)P… (in 18 digits): the scaling positions are zeros
-        factor = 10**-item.scale if item.scale < 0 else 1
-        return pa.array(values.astype(arrow_type.to_pandas_dtype()) * factor, type=arrow_type,
-                        mask=None if valid is None else ~valid)
-    wide = np.zeros((len(values), 2), np.int64)
-    if values.dtype == np.uint64:
-        wide[:, 0] = values.view(np.int64)  # high word 0: an unsigned value is never negative
+    rows = frame.count
+    if item.size > 8:
+        limbs, neg, bad = _big_binary(frame.bytes(item.size), item.signed)
     else:
-        wide[:, 0] = values
-        wide[:, 1] = wide[:, 0] >> 63
-    if item.scale < 0:  # beyond 18 digits: × 10^-scale in Arrow's decimal arithmetic
-        stored = pa.Array.from_buffers(pa.decimal128(item.stored_digits, 0), len(values),
-                                       [_validity(valid), pa.py_buffer(wide)])
-        factor = pa.scalar(Decimal(10**-item.scale), pa.decimal128(1 - item.scale, 0))
-        return pc.cast(pc.multiply(stored, factor), arrow_type)
-    return pa.Array.from_buffers(arrow_type, len(values), [_validity(valid), pa.py_buffer(wide)])
+        big = np.dtype(f">{'i' if item.signed else 'u'}{item.size}")
+        values = frame.view(big).astype(big.newbyteorder("="))
+        if pa.types.is_integer(arrow_type):  # PIC 9(n)P… (in 18 digits): the scaling positions are zeros
+            factor = 10**-item.scale if item.scale < 0 else 1
+            return pa.array(values.astype(arrow_type.to_pandas_dtype()) * factor, type=arrow_type,
+                            mask=None if valid is None else ~valid), None
+        if item.scale >= 0:
+            wide = np.zeros((rows, 2), np.int64)
+            if values.dtype == np.uint64:
+                wide[:, 0] = values.view(np.int64)  # high word 0: an unsigned value is never negative
+            else:
+                wide[:, 0] = values
+                wide[:, 1] = wide[:, 0] >> 63
+            return pa.Array.from_buffers(arrow_type, rows, [_validity(valid), pa.py_buffer(wide)]), None
+        values = values.astype(np.int64 if item.signed else np.uint64)
+        neg = values < 0
+        magnitude = np.where(neg, -values, values).view(np.uint64)  # -(-2^63) wraps to 2^63, right as uint64
+        limbs, bad = _limbs([magnitude]), None
+    _times(limbs, 10**-item.scale if item.scale < 0 else 1)  # PIC 9(n)P… past 18 digits
+    return pa.Array.from_buffers(arrow_type, rows, [_validity(valid), pa.py_buffer(_decimal128(limbs, neg))]), bad
+
+
+def _big_binary(matrix: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """9- to 16-byte big-endian integers → ``(magnitude limbs, negative flags, flags of values past 38 digits)``."""
+    rows, size = matrix.shape
+    neg = (matrix[:, 0] >= 0x80) if signed else np.zeros(rows, bool)
+    extended = np.zeros((rows, 16), np.uint8)
+    extended[neg, : 16 - size] = 0xFF  # sign extension
+    extended[:, 16 - size:] = matrix
+    limbs = np.ascontiguousarray(extended[:, ::-1]).view("<u4").T.astype(np.uint64)  # 32-bit limbs, low first
+    if neg.any():
+        limbs = _negated(limbs, neg)
+    return limbs, neg, _at_least(limbs, 10**MAX_DIGITS)
 
 
 def _combine(pairs: np.ndarray) -> np.ndarray:
@@ -778,14 +807,17 @@ def _packed(item: Item, frame: _Frame) -> tuple[list[np.ndarray], np.ndarray, np
         # An even digit count leaves a pad nibble that must be 0: a value with more digits than the PIC is bad.
         bad |= value >= np.uint64(10**item.digits)
         return [value], neg, bad
-    # Re-base to 10^8 parts, like zoned: chunk 0 holds 15 digits, chunk 1 the next 16.
-    first = parts16[0]
-    parts = [first % 100_000_000, first // 100_000_000]
-    if len(parts16) > 1:
-        second = parts16[1]  # value × 10^15: split so that parts stay below 10^8
-        parts[1] = parts[1] + (second % 10) * 10_000_000
-        rest = second // 10
-        parts += [rest % 100_000_000, rest // 100_000_000]
+    # Re-base to 10^8 parts, like zoned: chunk 0 holds 15 digits, every later one the next 16.
+    parts = [np.zeros(count, np.uint64) for _ in range(-(-(2 * size - 1) // 8))]
+    for chunk, value in enumerate(parts16):
+        index, shift = divmod(15 + 16 * (chunk - 1) if chunk else 0, 8)
+        if shift:  # the chunk's lowest digits complete part `index`
+            keep = np.uint64(10 ** (8 - shift))
+            parts[index] += (value % keep) * np.uint64(10**shift)
+            value, index = value // keep, index + 1
+        while index < len(parts):
+            parts[index] += value % np.uint64(10**8)
+            value, index = value // np.uint64(10**8), index + 1
     # An even digit count leaves a pad nibble that must be 0: a value with more digits than the PIC is bad.
     bad |= _too_big(parts, item.digits)
     return parts, neg, bad
@@ -807,7 +839,7 @@ def _number(item: Item, parts: list[np.ndarray], neg: np.ndarray, valid: np.ndar
     """An Arrow integer or decimal array from magnitudes (see :func:`_zoned`) and signs; may reuse ``parts``."""
     rows = len(neg)
     arrow_type = item.arrow_type()
-    if item.digits <= 18:
+    if item.precision <= 18:
         values = parts[0].view(np.int64)  # below 10^18: the same bits
         if item.scale < 0:  # PIC 9(n)P…: the scaling positions are zeros that are not stored
             values *= 10 ** -item.scale
@@ -819,19 +851,75 @@ def _number(item: Item, parts: list[np.ndarray], neg: np.ndarray, valid: np.ndar
         wide[:, 0] = values
         wide[:, 1] = values >> 63
         return pa.Array.from_buffers(arrow_type, rows, [_validity(valid), pa.py_buffer(wide)])
-    # More than 18 digits: high part × 10^18 + low part, in Arrow's 128-bit decimal arithmetic.
-    parts = [p.astype(np.int64) for p in parts] + [np.zeros(rows, np.int64)] * 4
-    low = parts[0] + parts[1] * 10**8 + (parts[2] % 100) * 10**16
-    high = parts[2] // 100 + parts[3] * 10**6
-    total = pc.add(pc.multiply(_decimal(high, pa.decimal128(13, 0)), _TEN_18), _decimal(low, pa.decimal128(18, 0)))
-    total = pc.if_else(pa.array(neg), pc.negate(total), total)
-    return pa.Array.from_buffers(arrow_type, rows, [_validity(valid), total.buffers()[1]], offset=total.offset)
+    # More than 18 digits (or scaled past them): 128-bit arithmetic on 32-bit limbs.
+    limbs = _limbs(parts)
+    _times(limbs, 10**-item.scale if item.scale < 0 else 1)
+    return pa.Array.from_buffers(arrow_type, rows, [_validity(valid), pa.py_buffer(_decimal128(limbs, neg))])
 
 
-def _decimal(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
-    wide = np.zeros((len(values), 2), np.int64)
-    wide[:, 0] = values
-    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(wide)])
+_MASK32 = np.uint64(0xFFFFFFFF)
+_32 = np.uint64(32)
+
+
+def _limbs(parts: list[np.ndarray]) -> np.ndarray:
+    """Base-10⁸ parts (least significant first; a lone part may be any ``uint64``) → a magnitude as four
+    32-bit limbs in ``uint64`` lanes, least significant first: shape ``(4, rows)``."""
+    limbs = np.zeros((4, len(parts[0])), np.uint64)
+    if len(parts) == 1:
+        limbs[0] = parts[0] & _MASK32
+        limbs[1] = parts[0] >> _32
+        return limbs
+    limbs[0] = parts[-1]
+    for part in reversed(parts[:-1]):  # Horner's rule: below 10^8, a part adds to the lowest limb alone
+        limbs *= np.uint64(10**8)
+        limbs[0] += part
+        _carry(limbs)
+    return limbs
+
+
+def _times(limbs: np.ndarray, factor: int) -> None:
+    """Multiply limbs by ``factor`` in place, in steps below 2^32 so no lane overflows."""
+    while factor > 1:
+        step = min(factor, 10**9)
+        while factor % step:
+            step //= 10
+        factor //= step
+        limbs *= np.uint64(step)
+        _carry(limbs)
+
+
+def _carry(limbs: np.ndarray) -> None:
+    for i in range(len(limbs) - 1):
+        limbs[i + 1] += limbs[i] >> _32
+        limbs[i] &= _MASK32
+    limbs[-1] &= _MASK32  # nothing carries out of 128 bits: every value is below 10^38
+
+
+def _negated(limbs: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """The limbs with the values flagged ``neg`` in two's complement (the others as they are)."""
+    out = limbs ^ _MASK32
+    out[0] += np.uint64(1)
+    _carry(out)
+    return np.where(neg, out, limbs)
+
+
+def _at_least(limbs: np.ndarray, bound: int) -> np.ndarray:
+    """Flags of magnitudes ``>= bound``, compared limb by limb from the least significant."""
+    result = np.ones(limbs.shape[1], bool)
+    for i, limb in enumerate(limbs):
+        word = np.uint64((bound >> (32 * i)) & 0xFFFFFFFF)
+        result = (limb > word) | ((limb == word) & result)
+    return result
+
+
+def _decimal128(limbs: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Magnitude limbs and signs → Arrow ``decimal128`` values: little-endian two's complement, 16 bytes."""
+    wide = np.empty((limbs.shape[1], 2), np.uint64)
+    low, high = limbs[0] | (limbs[1] << _32), limbs[2] | (limbs[3] << _32)
+    if neg.any():  # -(high·2^64 + low) = ~high + (1 if low is 0) · 2^64 + (2^64 - low)
+        low, high = np.where(neg, -low, low), np.where(neg, ~high + (low == 0), high)
+    wide[:, 0], wide[:, 1] = low, high
+    return wide
 
 
 def _validity(valid: np.ndarray | None) -> pa.Buffer | None:
