@@ -100,6 +100,9 @@ type Config struct {
 	Settings json.RawMessage `json:"settings"`
 	// Context says which job and run the plugin serves.
 	Context Context `json:"context"`
+	// Counters is where the plugin counts for this role (Counters.Add); the SDK sends them to the host when
+	// the role is closed.
+	Counters *Counters `json:"-"`
 }
 
 // Context is what the host tells a plugin about the run.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,6 +66,12 @@ func (f *fake) options() fakeOptions {
 	return opts
 }
 
+func (f *fake) counters() *Counters {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cfg.Counters
+}
+
 func (f *fake) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -114,6 +121,7 @@ func (f *fake) Read(ctx context.Context, split Split) (array.RecordReader, error
 				}
 			}
 			a, b := ids.NewArray(), names.NewArray()
+			f.counters().Add("rows.read", int64(a.Len()))
 			batch := array.NewRecordBatch(testSchema, []arrow.Array{a, b}, int64(a.Len()))
 			a.Release()
 			b.Release()
@@ -495,6 +503,54 @@ func sampleBatch(n int) arrow.RecordBatch {
 	defer a.Release()
 	defer b.Release()
 	return array.NewRecordBatch(testSchema, []arrow.Array{a, b}, int64(n))
+}
+
+func TestCloseSendsWhatTheRoleCounted(t *testing.T) {
+	h := start(t, &fake{})
+	if e := h.configure(RoleReader, `{"rows": 10, "batch": 4}`); e != nil {
+		t.Fatal(e)
+	}
+	for _, id := range []string{"0", "1"} {
+		reader := h.read(t, Split{Dataset: "public.things", ID: id})
+		for reader.Next() {
+		}
+		reader.Release()
+	}
+	var closed struct {
+		Counters map[string]map[string]int64 `json:"counters"`
+	}
+	if e := h.action("close", map[string]string{"role": "reader"}, &closed); e != nil {
+		t.Fatal(e)
+	}
+	if got := closed.Counters["reader"]["rows.read"]; got != 20 || len(closed.Counters) != 1 {
+		t.Fatalf("counters %+v", closed.Counters)
+	}
+	closed.Counters = nil
+	if e := h.action("close", map[string]string{"role": "reader"}, &closed); e != nil || len(closed.Counters) != 0 {
+		t.Fatalf("a second close sent %+v (%v)", closed.Counters, e)
+	}
+}
+
+func TestCountersAddUpAcrossGoroutinesAndSaturate(t *testing.T) {
+	var c Counters
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 1000; j++ {
+				c.Add("rows", 1)
+			}
+		}()
+	}
+	wg.Wait()
+	c.Add("big", math.MaxInt64)
+	c.Add("big", 5)
+	var none *Counters
+	none.Add("ignored", 1)
+	if got := c.Snapshot(); got["rows"] != 8000 || got["big"] != math.MaxInt64 || len(none.Snapshot()) != 0 {
+		t.Fatalf("snapshot %+v", got)
+	}
 }
 
 func TestShutdownExitsAndCloses(t *testing.T) {

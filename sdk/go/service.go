@@ -35,10 +35,11 @@ type service struct {
 
 	mu         sync.Mutex
 	configured map[Role]bool
+	counters   map[Role]*Counters // each role's, sent back by close
 }
 
 func newService(plugin Plugin, shutdown func()) *service {
-	return &service{plugin: plugin, shutdown: shutdown, configured: map[Role]bool{}}
+	return &service{plugin: plugin, shutdown: shutdown, configured: map[Role]bool{}, counters: map[Role]*Counters{}}
 }
 
 func (s *service) ListActions(_ *flight.Empty, stream flight.FlightService_ListActionsServer) error {
@@ -84,10 +85,23 @@ func (s *service) act(ctx context.Context, name string, body []byte) (result any
 	case "configure":
 		return empty, s.configure(ctx, body)
 	case "close":
+		var req struct {
+			Role Role `json:"role"`
+		}
+		if err := decodeBody(name, body, &req); err != nil {
+			return nil, err
+		}
 		s.mu.Lock()
+		counters := map[Role]map[string]int64{}
+		for role, c := range s.counters {
+			if req.Role == "" || req.Role == role {
+				counters[role] = c.Snapshot()
+				delete(s.counters, role)
+			}
+		}
 		s.configured = map[Role]bool{}
 		s.mu.Unlock()
-		return empty, s.plugin.Close()
+		return map[string]any{"counters": counters}, s.plugin.Close()
 	case "shutdown":
 		return empty, nil
 	}
@@ -220,12 +234,14 @@ func (s *service) configure(ctx context.Context, body []byte) error {
 	default:
 		return PluginFailed(fmt.Sprintf("configure: unknown role %q", cfg.Role), "")
 	}
+	cfg.Counters = &Counters{}
 	if err := s.plugin.Configure(ctx, cfg); err != nil {
 		return err
 	}
 	limitMemory(cfg.Context.MemoryBytes)
 	s.mu.Lock()
 	s.configured[cfg.Role] = true
+	s.counters[cfg.Role] = cfg.Counters
 	s.mu.Unlock()
 	return nil
 }

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-API_VERSION = "1.2.0"
+API_VERSION = "1.3.0"
 """Version of the plugin contract (:mod:`dativo.api` exports it); kept here so it is known without pyarrow."""
 
 

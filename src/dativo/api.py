@@ -19,6 +19,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from dativo import API_VERSION, budget
+from dativo.counters import Counters
 from dativo.errors import (
     CommitFailed,
     CommitStateUnknown,
@@ -183,6 +184,7 @@ class Context:
             :mod:`dativo.budget`): a plugin sizes what it holds per split to ``memory_bytes / parallelism``.
         batch_bytes: The size of record batch a reader should build within that budget (a reader option the
             job sets explicitly wins).
+        counters: What :meth:`count` added up (the engine reads it; a plugin calls :meth:`count`).
     """
 
     job: str
@@ -195,6 +197,23 @@ class Context:
     work_dir: str = ".dativo"
     memory_bytes: int = budget.DEFAULT_MEMORY_MB * budget.MiB
     batch_bytes: int = budget.MAX_BATCH_BYTES
+    counters: Counters = field(default_factory=Counters, repr=False, compare=False)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the plugin's counter ``name`` (invalid values read as null, records rejected …).
+
+        The run report shows the totals of the attempt that committed under ``counters``, per side; they
+        reach it from plugin processes and Ray workers too. Safe to call from several splits at once.
+
+        Args:
+            name: 1-100 letters, digits and ``_ . : / -``, starting with a letter or digit
+                (``invalid_numbers.ACCT-BAL``).
+            n: An integer from 0 to 2^63 - 1.
+
+        Raises:
+            ValueError: A name or count that is neither.
+        """
+        self.counters.add(name, n)
 
 
 class _Plugin:

@@ -157,6 +157,8 @@ def _summary(report: RunReport, mode: str = "append") -> Table:
         ("writer", side(report.writer)),
         ("fallback", f"yes: {_paragraph(report.fallback_reason or '')}" if report.fallback_used else "no"),
         ("commit", ", ".join(_committed(d, replaces) for d in report.datasets) or "-"),
+        *((f"{role} counted", ", ".join(f"{name} {n:,}" for name, n in counts.items()))
+          for role, counts in report.counters.items()),
         *([("nodes", "; ".join(f"{n.node}: {n.splits} splits, {n.rows:,} rows, {n.rows_per_s:,.0f} rows/s"
                                for n in report.nodes)),
            ("retries", f"{report.retries}")] if report.executor == "ray" else []),

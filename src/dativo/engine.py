@@ -23,6 +23,7 @@ import pyarrow as pa
 from dativo import budget
 from dativo.api import CommitInfo, Context, Dataset, Mode, Role, Split, WrittenFiles
 from dativo.config import FlightEndpoint, ImplementationConfig, JobConfig, PluginCommand, job_locator
+from dativo.counters import counted, counters_of
 from dativo.errors import (
     ConfigError,
     DativoError,
@@ -61,6 +62,8 @@ class _Loaded:
     report: PluginReport
     custom: bool = False
     """Whether this is the job's custom implementation (not the built-in)."""
+    ctx: Context | None = None
+    """The context it was given (its counters go into the run report)."""
 
 
 class Engine:
@@ -190,7 +193,7 @@ class Engine:
         report = PluginReport(
             implementation=spec.name, origin=spec.origin, language=spec.language, version=spec.version
         )
-        return _Loaded(spec, instance, report, custom)
+        return _Loaded(spec, instance, report, custom, ctx)
 
     # --- public entry points --------------------------------------------------------------------------
 
@@ -313,6 +316,7 @@ class Engine:
                     report.reader, report.writer = reader.report, writer.report
                     runs = self._write_all(reader, writer, fallback=r > 0)
                     self._commit_all(writer, runs, report)
+                report.counters = counted(reader, writer)  # closed: a plugin process has sent its own
                 return
             except DativoError as exc:
                 if isinstance(exc, ConfigError | SandboxError | PluginUntrusted):
@@ -454,7 +458,8 @@ class Engine:
         mode: Mode = "overwrite" if self.full_refresh else self.job.target.mode
         run.prepare(writer, mode)
         if self._ray is not None:  # the driver prepared the target: workers only write into it
-            self._ray.run(run, splits, mode, custom=(reader.custom, writer.custom), on_rows=self.on_rows)
+            self._ray.run(run, splits, mode, custom=(reader.custom, writer.custom), on_rows=self.on_rows,
+                          counters=counters_of(reader, writer))
             return
         cancel = threading.Event()
         ahead = budget.read_ahead_bytes(self.job.memory_bytes, self.job.source.parallelism)

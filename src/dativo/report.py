@@ -71,6 +71,8 @@ class RunReport(BaseModel):
     error_type: str | None = None
     warnings: list[str] = Field(default_factory=list)
     """What the run warned about (NULL cursors, fallbacks, a writer's miscount …), also under ``--json``."""
+    counters: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """What the plugins counted (``Context.count``), per side: ``{"reader": {"rejected_records": 2}}``."""
     executor: Literal["local", "ray"] = "local"
     nodes: list[NodeReport] = Field(default_factory=list)
     """Per node of the cluster (``executor: ray``): splits, rows and seconds."""

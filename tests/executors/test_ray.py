@@ -286,6 +286,61 @@ def test_runtime_env_ships_a_python_plugin_the_workers_lack(
     assert sorted_rows(lake(s3_server).load_table((namespace, "orders"))).num_rows == 40_000
 
 
+DIES_ONCE_READER = '''
+import os
+from pathlib import Path
+
+import pyarrow as pa
+
+from dativo.readers.postgres import PostgresReader
+
+MARKS = Path({marks!r})
+
+
+class CountsAndDiesOnce(PostgresReader):
+    """The built-in reader counting the rows it reads; the first attempt of every split kills its worker after
+    counting its first batch (it leaves a mark, so the next attempt goes on)."""
+
+    def read(self, split):
+        stream = super().read(split)
+        mark = MARKS / split.id.replace("/", "_")
+
+        def batches():
+            for batch in stream:
+                self.ctx.count("rows.counted", batch.num_rows)
+                if not mark.exists():
+                    mark.touch()
+                    os._exit(1)
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(stream.schema, batches())
+'''
+
+
+def test_counts_of_a_split_whose_worker_died_are_not_counted_twice(
+    ray_cluster: RayCluster, pg_schema: PgSchema, s3_server: S3Server, tmp_path: Path, namespace: str,
+) -> None:
+    """Each split's first attempt counts, then its worker dies; Ray runs it again. The report counts the
+    attempts that returned only: exactly the source's rows."""
+    package = tmp_path / "shipped" / f"dies_once_{uuid.uuid4().hex[:8]}"
+    package.mkdir(parents=True)
+    marks = tmp_path / "marks"  # every node is this machine: one folder they all see
+    marks.mkdir()
+    (package / "__init__.py").write_text(DIES_ONCE_READER.format(marks=str(marks)), encoding="utf-8")
+    env = subprocess_env()
+    env["PYTHONPATH"] += os.pathsep + str(package.parent)
+    pg_schema.execute(ORDERS_DDL)
+    job = job_dict(pg_schema, s3_server, namespace, "orders", address=ray_cluster.address,
+                   implementation=f"{package.name}:CountsAndDiesOnce", runtime_env={"py_modules": [str(package)]})
+    done = dativo("run", str(write_job(tmp_path, job)), "--json", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["rows_written"] == 40_000 and report["retries"] == 4, report
+    assert report["counters"] == {"reader": {"rows.counted": 40_000}}
+    assert sorted_rows(lake(s3_server).load_table((namespace, "orders"))).num_rows == 40_000
+    assert len(list(marks.iterdir())) == 4
+
+
 def test_local_runtime_env_folders_need_dativo_to_join_the_cluster_itself(
     ray_driver: RayCluster, pg_schema: PgSchema, s3_server: S3Server, tmp_path: Path, namespace: str,
 ) -> None:

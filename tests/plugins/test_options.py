@@ -232,7 +232,9 @@ def test_the_go_plugin_reads_its_rows(
     path = write_job(job(sequence, "rows: 250\nbatch_size: 100\nlabel: odd"))
     result = cli("run", str(path), "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["rows_written"] == 250
+    report = json.loads(result.stdout)
+    assert report["rows_written"] == 250
+    assert report["counters"] == {"reader": {"labelled": 125}}  # Counters.Add, sent back by close
     table = read_parquet_dir(workdir / "out" / "numbers").sort_by("n")
     assert table.column("n").to_pylist() == list(range(1, 251))
     assert table.column("label").to_pylist()[:3] == ["odd", None, "odd"]

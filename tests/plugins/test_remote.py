@@ -324,3 +324,26 @@ def test_plugins_info_shows_the_plugins_own_options(cli: Callable[..., Any]) -> 
     info = json.loads(result.stdout)
     assert (info["language"], info["version"]) == ("python", "2.0.1")
     assert set(info["options"]["properties"]) == {"rows", "batch_size"}
+
+
+# --- counters ----------------------------------------------------------------------------------------------
+
+
+def test_what_an_out_of_process_reader_and_writer_counted_reaches_the_report(workdir: Path) -> None:
+    report = run(job_file(workdir, served(f"{PLUGINS}:CountingReader"), served(f"{PLUGINS}:CountingWriter"),
+                          parallelism=4))
+    assert report.rows_written == 20 and report.reader is not None and report.reader.origin == "process"
+    assert report.counters == {"reader": {"batches": 12, "rows.seen": 20}, "writer": {"splits_written": 4}}
+
+
+def test_counters_a_plugin_process_forges_are_bounded(workdir: Path) -> None:
+    """The plugin writes past Context.count into what its process answers close with: 5000 names, names
+    that are no names, counts that are no counts. The host keeps 100 names and only real counts."""
+    report = run(job_file(workdir, served(f"{PLUGINS}:TamperedCounters"), parallelism=4))
+    assert report.status == "succeeded" and report.rows_written == 20
+    kept = report.counters["reader"]
+    assert len(kept) == 100 and kept["batches"] == 12  # the first 100 names in the order sent (sorted)
+    assert all(name.startswith("flood.") for name in kept.keys() - {"batches"})
+    assert not {"", "../../etc/passwd", "negative", "text", "flag", "huge"} & kept.keys()
+    assert any("more than 100 counter names" in w for w in report.warnings)
+    assert any("sent 8 counter(s) that are not a name with a count" in w for w in report.warnings), report.warnings

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,7 @@ from typing import Any
 
 from dativo.api import Dataset, Mode, Split
 from dativo.config import JobConfig
+from dativo.counters import Counters
 from dativo.errors import ConfigError, ConnectionFailed, DativoError, PluginFailed
 from dativo.executors.reach import refuse_unreachable
 from dativo.executors.task import SplitResult, SplitTask
@@ -306,7 +307,7 @@ class RayExecutor:
             )
 
     def run(self, run: DatasetRun, splits: Sequence[Split], mode: Mode, *, custom: tuple[bool, bool],
-            on_rows: Callable[[int], None] | None = None) -> None:
+            on_rows: Callable[[int], None] | None = None, counters: Mapping[str, Counters] | None = None) -> None:
         """Run every split of ``run`` on the cluster and add each result to ``run``.
 
         Args:
@@ -316,6 +317,7 @@ class RayExecutor:
             custom: Whether the reader and the writer are the job's custom implementations (a fallback run
                 uses the built-ins on the workers too).
             on_rows: The driver's progress callback.
+            counters: The driver's reader and writer counters (by role), which each split's counts join.
 
         Raises:
             DativoError: The first split that failed (its error names the node), after the others were
@@ -341,7 +343,7 @@ class RayExecutor:
                 self._progress(on_rows)
                 for ref in done:
                     split = pending.pop(ref)
-                    self._merge(run, self._result(ref, split, custom))
+                    self._merge(run, self._result(ref, split, custom), counters or {})
             self._progress(on_rows)
         except BaseException:
             self._cancel(list(pending))
@@ -381,9 +383,12 @@ class RayExecutor:
                                 job=self.job.name, plugin=str(impl), hint=hint)
         return DativoError(message, job=self.job.name, hint=hint)
 
-    def _merge(self, run: DatasetRun, result: SplitResult) -> None:
+    def _merge(self, run: DatasetRun, result: SplitResult, counters: Mapping[str, Counters]) -> None:
         if result.written is not None:
             run.add(result.written, result.rows, result.tracker)
+        for role, values in result.counters.items():
+            if role in counters:
+                counters[role].merge(values, f"the {role} of split '{result.split}' on {result.node}")
         self._retries += result.attempt
         node = self._nodes.setdefault(result.node, _Node())
         node.splits += 1

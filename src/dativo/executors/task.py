@@ -38,6 +38,7 @@ import pyarrow as pa
 from dativo import allocator, budget
 from dativo.api import Dataset, Mode, Split, State, WrittenFiles
 from dativo.config import JobConfig
+from dativo.counters import counted
 from dativo.errors import DativoError, PluginFailed, PluginIncompatible, PluginNotFound
 from dativo.report import collecting_warnings
 from dativo.runs import DatasetRun, SplitRun
@@ -95,6 +96,7 @@ class SplitResult:
         warnings: Warnings the plugins logged meanwhile (the driver logs them into its report).
         error: The failure, already a Dativo error naming the node; ``None`` on success.
         attempt: Which attempt of the task this was (0: the first; more: Ray ran it again after a worker died).
+        counters: What the reader and the writer counted (``Context.count``), by role.
     """
 
     split: str
@@ -106,6 +108,7 @@ class SplitResult:
     warnings: list[str] = field(default_factory=list)
     error: DativoError | None = None
     attempt: int = 0
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Progress:
@@ -226,6 +229,7 @@ def execute(task: SplitTask, plugins: Plugins, progress: Progress,
             result.written = run.written[0] if run.written else None
             result.rows = run.rows_read
             result.tracker = run.tracker
+        result.counters = counted(reader, loaded)  # closed: a plugin process has sent its own
     except DativoError as exc:
         _abort(writer)
         result.error = _on_node(exc, node)

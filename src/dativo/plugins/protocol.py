@@ -43,7 +43,7 @@ ACTIONS = {
     "state": "State of the last commit. {dataset} -> {state}",
     "commit": "Publish files and state at once. {dataset, files, state, run_id} -> {commit_id, rows, no_op}",
     "abort": "Discard written files. {files} -> {}",
-    "close": "Release the reader or writer. {role?} -> {}",
+    "close": "Release the reader or writer. {role?} -> {counters?: {role: {name: count}}}",
     "shutdown": "Exit after answering. {} -> {}",
 }
 """Every ``DoAction`` of the protocol, with its body and result."""

@@ -110,9 +110,13 @@ class RemotePlugin:
         conn = self._conn
         if conn.usable:
             try:
-                conn.action("close", {"role": self.role})
+                result = conn.action("close", {"role": self.role})
             except DativoError as exc:  # the run's own outcome matters more
                 log.debug("close() of %s failed: %s", self.launcher.name, exc)
+            else:  # what the plugin counted ({"counters": {role: {name: n}}}; an older plugin sends none)
+                counters = result.get("counters")
+                self.ctx.counters.merge(counters.get(self.role) if isinstance(counters, dict) else counters,
+                                        f"plugin {self.launcher.name}")
         conn.close(shutdown=True)
 
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.flight as fl
 
-from dativo.api import CommitInfo, Dataset, Role, Split, WrittenFiles
+from dativo.api import CommitInfo, Context, Dataset, Role, Split, WrittenFiles
 from dativo.errors import (
     DativoError,
     PluginFailed,
@@ -102,6 +102,7 @@ class PluginServer(fl.FlightServerBase):
         self.name = name
         self.stopping = threading.Event()
         self._instances: dict[Role, Any] = {}
+        self._contexts: dict[Role, Context] = {}  # their counters go back in the result of close
         self._lock = threading.Lock()
 
     # --- helpers --------------------------------------------------------------------------------------------
@@ -192,6 +193,7 @@ class PluginServer(fl.FlightServerBase):
             raise PluginFailed(f"__init__() raised {type(exc).__name__}: {exc}") from exc
         with self._lock:
             previous, self._instances[role] = self._instances.get(role), instance
+            self._contexts[role] = ctx
         if previous is not None:  # a running plugin serves one host at a time; the new configuration wins
             with suppress(Exception):
                 previous.close()
@@ -241,12 +243,16 @@ class PluginServer(fl.FlightServerBase):
         return {}
 
     def _action_close(self, body: dict[str, Any]) -> dict[str, Any]:
+        counters: dict[str, dict[str, int]] = {}
         for role in self._roles(body):
             with self._lock:
                 instance = self._instances.pop(role, None)
+                ctx = self._contexts.pop(role, None)
             if instance is not None:
                 instance.close()
-        return {}
+            if ctx is not None:
+                counters[role] = ctx.counters.snapshot()
+        return {"counters": counters}
 
     def _action_shutdown(self, body: dict[str, Any]) -> dict[str, Any]:
         self.stopping.set()  # the main thread shuts the server down once this answer is sent

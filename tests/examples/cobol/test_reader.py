@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from dativo_cobol import parse_copybook
 from dativo_cobol.reader import CobolConfig, CobolReader
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from dativo.api import Context
 from dativo.errors import ConfigError, PluginFailed
 from tests.conftest import Result
+from tests.plugins import sandboxing
 from tests.examples.cobol.encoder import binary, leading_separate, packed, rdw, text, unscaled, zoned
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -489,6 +491,36 @@ def test_bad_data_through_the_cli_is_a_plugin_error(in_copy: Path, cli: Callable
     report = json.loads(result.stdout)
     assert "record 5 (at byte 536): field BALANCE (bytes 53-59 of the record)" in report["error"]
     assert not (in_copy / "out" / "cobol_accounts").exists() or not list((in_copy / "out").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["in process", "sandboxed"])
+def test_invalid_numbers_read_as_null_are_counted_in_the_report(
+    in_copy: Path, cli: Callable[..., Result], request: pytest.FixtureRequest, sandboxed: bool,
+) -> None:
+    """The counts cross the sandbox's process boundary into the run report, from every split."""
+    if sandboxed:
+        sandboxing.working_bwrap(request.node)
+    data = bytearray((in_copy / "examples/data/cobol/accounts.dat").read_bytes())
+    for record in (4, 11, 12, 27):  # in different splits (split_mb: 0.001)
+        data[134 * record + 52] = 0xFF  # BALANCE
+    data[134 * 20 + 63] = 0x15  # record 21, CREDIT-LIMIT: sign nibble 5
+    (in_copy / "examples/data/cobol/accounts.dat").write_bytes(bytes(data))
+    job = yaml.safe_load((in_copy / "examples/jobs/cobol_accounts.yaml").read_text())
+    job["source"]["reader"]["options"]["on_invalid_number"] = "null"
+    if sandboxed:  # the sandbox sees only what it is granted, read-only
+        folder = in_copy / "examples/data/cobol"
+        options = job["source"]["reader"]["options"]
+        options["path"], options["copybook"] = str(folder / "accounts.dat"), str(folder / "accounts.cpy")
+        job["source"]["reader"]["sandbox"] = {"enabled": True, "read_paths": [str(folder)]}
+    (in_copy / "examples/jobs/cobol_accounts.yaml").write_text(yaml.safe_dump(job))
+    result = cli("run", "examples/jobs/cobol_accounts.yaml", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rows_written"] == 30 and report["datasets"][0]["splits"] > 1
+    assert ("sandbox" in report["reader"]["origin"]) == sandboxed, report["reader"]
+    assert report["counters"] == {"reader": {"invalid_numbers.BALANCE": 4, "invalid_numbers.CREDIT-LIMIT": 1}}
+    table = pq.read_table(in_copy / "out" / "cobol_accounts")
+    assert table.column("balance").null_count == 4 and table.column("credit_limit").null_count == 1
 
 
 def test_a_bad_copybook_through_the_cli_is_a_config_error(in_copy: Path, cli: Callable[..., Result]) -> None:

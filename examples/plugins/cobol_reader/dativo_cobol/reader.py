@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -52,6 +51,12 @@ def _expand(paths: str | list[str]) -> list[str]:
     return files
 
 
+INVALID_NUMBERS = "invalid_numbers."
+"""Counter prefix of the invalid numbers read as null, by field (``invalid_numbers.ACCT-BAL``)."""
+REJECTED_RECORDS = "rejected_records"
+"""Counter of the records written to the reject file."""
+
+
 class CobolReader(Reader):
     """Reads mainframe record files laid out by a COBOL copybook, decoding whole batches with numpy.
 
@@ -64,12 +69,11 @@ class CobolReader(Reader):
     Config: ClassVar[type[BaseModel]] = CobolConfig
     config: CobolConfig
     version: ClassVar[str] = "1.0.0"
+    api_version: ClassVar[str] = ">=1.3,<2"  # Context.count
 
     def __init__(self, config: BaseModel, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._lock = threading.Lock()
-        self._rejected = 0
-        self._nulled: Counter[str] = Counter()
         self._decoders: dict[tuple[str, tuple[tuple[str, int], ...]], Decoder] = {}
 
     # --- configuration --------------------------------------------------------------------------------
@@ -399,9 +403,8 @@ class CobolReader(Reader):
             bad |= issue.records(rows)
         policy = self.config.on_invalid_number
         if policy == "null":
-            with self._lock:
-                for issue in issues:
-                    self._nulled[issue.item.name] += int(issue.bad.sum())
+            for issue in issues:
+                self.ctx.count(f"{INVALID_NUMBERS}{issue.item.name}", int(issue.bad.sum()))
             return batch
         if policy == "fail":
             row = int(np.argmax(bad))
@@ -420,21 +423,24 @@ class CobolReader(Reader):
             reject_path.parent.mkdir(parents=True, exist_ok=True)
             with open(reject_path, "ab") as file:
                 file.write(b"".join(records))
-            self._rejected += len(records)
+        self.ctx.count(REJECTED_RECORDS, len(records))
         self.ctx.logger.warning("%d bad records of %s written to %s", len(records), path, reject_path)
 
     def close(self) -> None:
-        """Log how many records were rejected and how many invalid numbers were read as null."""
-        if self._rejected:
-            self.ctx.logger.warning("%d records rejected in all (written to %s)", self._rejected,
+        """Log how many records were rejected and how many invalid numbers were read as null (the run report
+        has the same numbers under ``counters``)."""
+        counts = self.ctx.counters.snapshot()
+        if counts.get(REJECTED_RECORDS):
+            self.ctx.logger.warning("%d records rejected in all (written to %s)", counts[REJECTED_RECORDS],
                                     self.config.reject_path)
-        for name, count in sorted(self._nulled.items()):
+        for name, count in self.invalid_numbers.items():
             self.ctx.logger.warning("%d invalid values of %s read as null (on_invalid_number: null)", count, name)
 
     @property
     def invalid_numbers(self) -> dict[str, int]:
         """Invalid numbers read as null so far, by field (with ``on_invalid_number: null``)."""
-        return dict(self._nulled)
+        return {name.removeprefix(INVALID_NUMBERS): count for name, count in self.ctx.counters.snapshot().items()
+                if name.startswith(INVALID_NUMBERS)}
 
 
 def _repeats(root: Item, target: Item, inside: bool = False) -> bool:

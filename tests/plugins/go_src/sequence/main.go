@@ -28,6 +28,7 @@ type sequence struct {
 	dativo.BaseReader // Check, Close and a one-split Plan
 	opts              options
 	job               string
+	counters          *dativo.Counters // shown in the run report under counters.reader
 }
 
 func (s *sequence) Info() dativo.Info {
@@ -35,7 +36,7 @@ func (s *sequence) Info() dativo.Info {
 }
 
 func (s *sequence) Configure(_ context.Context, cfg dativo.Config) (err error) {
-	s.job = cfg.Context.Job
+	s.job, s.counters = cfg.Context.Job, cfg.Counters
 	s.opts, err = optionsOf.Decode(cfg) // a bad key or value is a ConfigError naming it
 	return err
 }
@@ -46,10 +47,13 @@ func (s *sequence) Discover(context.Context) ([]dativo.Dataset, error) {
 
 func (s *sequence) Read(ctx context.Context, _ dativo.Split) (array.RecordReader, error) {
 	return dativo.StreamRows(ctx, func(ctx context.Context, rows *dativo.RowWriter[row]) error {
+		var labelled int64
+		defer func() { s.counters.Add("labelled", labelled) }() // once per split, not per row
 		for n := int64(1); n <= s.opts.Rows; n++ {
 			r := row{N: n}
 			if (n%2 == 0) == (s.opts.Label == "even") {
 				r.Label = &s.opts.Label
+				labelled++
 			}
 			if err := rows.Append(r); err != nil { // the host went away
 				return err
