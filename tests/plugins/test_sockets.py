@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import stat
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dativo.plugins.sockets import SocketFolder, socket_folder
+from dativo.plugins import sockets
+from dativo.plugins.sockets import UNLOCKED_STALE_S, SocketFolder, socket_folder
+from tests.conftest import subprocess_env
 
 NOBODY = 65534
 
@@ -102,3 +109,83 @@ def test_a_plugin_of_another_uid_gets_its_folder_and_must_own_the_socket() -> No
         assert folder.accept(folder.location).startswith("grpc+unix://")
     finally:
         folder.remove()
+
+
+# --- folders of hosts that are gone ---------------------------------------------------------------------------
+
+HOST = """
+import os, signal, sys, tempfile
+tempfile.tempdir = sys.argv[1]
+from dativo.plugins.sockets import socket_folder
+folder = socket_folder()
+print(folder.root, flush=True)
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)  # as a killed `dativo run` dies: nothing cleans up
+sys.stdin.read()  # alive until the test closes stdin
+folder.remove()
+"""
+
+
+@pytest.fixture
+def parent() -> Iterator[Path]:
+    """A temporary directory short enough for a socket path, holding nothing else."""
+    import shutil
+
+    made = Path(tempfile.mkdtemp(prefix="sweep-", dir="/tmp"))
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
+
+
+def host(parent: Path, mode: str) -> tuple[subprocess.Popen[str], Path]:
+    process = subprocess.Popen([sys.executable, "-c", HOST, str(parent), mode], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    assert process.stdout is not None
+    root = Path(process.stdout.readline().strip())
+    assert root.parent == parent, root
+    return process, root
+
+
+def test_the_folder_of_a_killed_host_is_swept_by_the_next_start(parent: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    killed, dead = host(parent, "kill")
+    assert killed.wait(timeout=30) == -signal.SIGKILL and (dead / "plugin").is_dir()  # left behind
+    alive, living = host(parent, "live")
+    young = parent / "dativo-plugin-young"  # no owner file: being made, or an older Dativo's
+    old = parent / "dativo-plugin-old"
+    for folder in (young, old):
+        folder.mkdir()
+    os.utime(old, (time.time() - 2 * UNLOCKED_STALE_S, time.time() - 2 * UNLOCKED_STALE_S))
+    others = parent / "dativo-plugin-others"  # another user's
+    others.mkdir()
+    os.chown(others, NOBODY, NOBODY)
+    target = parent / "precious"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    (parent / "dativo-plugin-link").symlink_to(target)
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(parent))
+        monkeypatch.setattr(sockets, "_swept", set())
+        made = socket_folder()  # the first start of this process sweeps
+        try:
+            assert not dead.exists() and not old.exists()
+            assert living.is_dir() and young.is_dir() and others.is_dir() and (target / "keep").exists()
+            assert (parent / "dativo-plugin-link").is_symlink()
+            assert sockets.sweep(parent) == 0  # the live host's folder and this one are locked
+        finally:
+            made.remove()
+    finally:
+        assert alive.stdin is not None
+        alive.stdin.close()
+        assert alive.wait(timeout=30) == 0
+    assert not living.exists()  # its host removed it on the way out
+
+
+def test_a_folder_is_never_found_unlocked(parent: Path) -> None:
+    """The owner file appears locked already: a sweep racing a start never takes a live folder."""
+    made = [SocketFolder(Path(tempfile.mkdtemp(prefix=sockets.PREFIX, dir=parent))) for _ in range(20)]
+    try:
+        assert sockets.sweep(parent) == 0 and all(m.root.exists() for m in made)
+        assert not list(parent.glob("*/host/owner.new"))
+    finally:
+        for m in made:
+            m.remove()
+    assert list(parent.iterdir()) == []

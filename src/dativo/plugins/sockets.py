@@ -14,20 +14,39 @@ folder — is refused before anything is sent to it.
 
 :func:`socket_folder` makes the folder; a launcher that runs the plugin as another uid (a sandbox started as
 root without a user namespace) passes that uid, and ``plugin/`` becomes that uid's, mode 0700.
+
+The host holds an exclusive ``flock`` on ``host/owner`` while the folder is in use, so a folder whose host
+was killed (SIGKILL, a crash, a lost machine's container) is known by a lock anyone can take: the first
+folder a process makes sweeps such folders of its own uid out of the same temporary directory
+(:func:`sweep`). A folder without that file (being made, or left by an older Dativo) is swept once it is an
+hour old.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import shutil
 import stat
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from dativo.plugins.protocol import SOCKET_NAME, unix_location
 
+log = logging.getLogger(__name__)
+
 _PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+PREFIX = "dativo-plugin-"
+OWNER = Path("host") / "owner"
+"""The file whose ``flock`` the host holds while the folder is in use."""
+UNLOCKED_STALE_S = 3600.0
+"""How old a folder without :data:`OWNER` must be to be swept (one being made has none for a moment)."""
+_swept: set[str] = set()
+_swept_lock = threading.Lock()
 
 
 class SocketFolder:
@@ -53,6 +72,7 @@ class SocketFolder:
         self._accepted = root / "host" / SOCKET_NAME
         self.listen.mkdir(mode=0o700)
         self._accepted.parent.mkdir(mode=0o700)
+        self._owner = _hold(root / OWNER)
         if self.uid != os.getuid():
             os.chown(self.listen, self.uid, os.getgid() if gid is None else gid)
             root.chmod(0o711)
@@ -90,8 +110,79 @@ class SocketFolder:
         return unix_location(str(self._accepted))
 
     def remove(self) -> None:
-        """Remove the folder and everything in it."""
+        """Remove the folder and everything in it, then let go of its lock."""
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._owner >= 0:
+            os.close(self._owner)
+            self._owner = -1
+
+
+def _hold(path: Path) -> int:
+    """Create ``path`` locked: made under another name, locked, then renamed, so that no sweep ever finds it
+    unlocked. Returns the descriptor holding the lock (not inherited by the plugin's process)."""
+    pending = path.with_name(path.name + ".new")
+    fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(pending, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def sweep(parent: Path) -> int:
+    """Remove the plugin folders in ``parent`` whose host is gone: this uid's, with an :data:`OWNER` nobody
+    locks (or none, and an hour old). Anything else — another user's, a symbolic link, a live host's — is
+    left alone.
+
+    Returns:
+        How many folders were removed.
+    """
+    removed = 0
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(PREFIX)]
+    except OSError:
+        return 0
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        try:
+            fd = os.open(path / OWNER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if now - info.st_mtime > UNLOCKED_STALE_S:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its host is alive
+            os.close(fd)
+            continue
+        try:  # ours now: no host holds it, and none can take it while we remove it
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    if removed:
+        log.debug("removed %d plugin folder(s) of hosts that are gone from %s", removed, parent)
+    return removed
+
+
+def _sweep_once(parent: Path) -> None:
+    with _swept_lock:
+        if str(parent) in _swept:
+            return
+        _swept.add(str(parent))
+    sweep(parent)
 
 
 def socket_folder(uid: int | None = None, gid: int | None = None) -> SocketFolder:
@@ -102,10 +193,11 @@ def socket_folder(uid: int | None = None, gid: int | None = None) -> SocketFolde
             and the folder above it only traversable (0711), so no one else may enter it.
         gid: That uid's group (default: the host's).
     """
-    root = Path(tempfile.mkdtemp(prefix="dativo-plugin-"))
+    root = Path(tempfile.mkdtemp(prefix=PREFIX))
     if len(str(root / "plugin" / SOCKET_NAME)) > _PATH_MAX:
         shutil.rmtree(root, ignore_errors=True)
-        root = Path(tempfile.mkdtemp(prefix="dativo-plugin-", dir="/tmp"))
+        root = Path(tempfile.mkdtemp(prefix=PREFIX, dir="/tmp"))
+    _sweep_once(root.parent)
     try:
         return SocketFolder(root, uid, gid)
     except OSError:
