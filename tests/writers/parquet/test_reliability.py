@@ -25,6 +25,7 @@ import yaml
 
 from dativo.writers.parquet import read_committed
 from tests.conftest import subprocess_env
+from tests.fixtures import disks
 from tests.fixtures.s3 import S3Server, start_s3_server
 
 FAULTS = "tests.fixtures.faults"
@@ -128,16 +129,10 @@ def test_an_overwrite_never_moves_the_staging_of_a_run_still_writing(tmp_path: P
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[tuple[Path, Any]]:
     """A 2 MiB tmpfs (as root), or else a 1 MiB file-size limit for the runs: (folder, preexec_fn)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
-                             capture_output=True).returncode == 0
-    limit = None if mounted else (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
-    try:
-        yield disk, limit
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(disk)], check=True)
+    with disks.small_disk(tmp_path / "disk", 2) as (mounted, limit):
+        if not mounted:
+            limit = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
+        yield tmp_path / "disk", limit
 
 
 def test_a_full_disk_says_so_and_leaves_nothing_that_blocks_the_next_run(

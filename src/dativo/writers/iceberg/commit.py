@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from functools import reduce
 from typing import Any
@@ -65,6 +67,7 @@ from pyiceberg.types import (
 from dativo.api import CommitInfo, Mode, State
 from dativo.errors import CommitFailed, CommitStateUnknown, ConfigError
 from dativo.state import same_state, state_json
+from dativo.storage.store import DISK_FULL
 from dativo.writers.iceberg.conform import conform_batch
 from dativo.writers.iceberg.files import DataFileWriter
 
@@ -87,6 +90,20 @@ _RANGE_TYPES = (
 )
 
 WriterFactory = Callable[[TableMetadata], DataFileWriter]
+
+
+NO_ROOM_HINT = ("Free space on the disk that holds the warehouse and the catalog (or raise the quota or the "
+                "file-size limit), then rerun the job.")
+
+
+def no_room(exc: BaseException) -> str | None:
+    """Why ``exc`` means that the storage has no room (a full disk, a quota, a file-size limit), else ``None``:
+    for the data files, the table's metadata, or the embedded catalog's SQLite file."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return f"the disk is full ({os.strerror(exc.errno)})"
+    if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return "the disk is full (the catalog's SQLite file cannot grow)"
+    return None
 
 
 def ancestry(metadata: TableMetadata) -> Iterator[Snapshot]:
@@ -392,9 +409,10 @@ def commit(
                 hint=f"Rerun with the same run id ({run_id}): it commits once, or finds the commit done",
             ) from None
         _discard(rewriter)
+        full = no_room(exc)
         raise CommitFailed(
-            f"the commit to table {'.'.join(table.name())} failed: {_line(exc)}",
-            hint="Nothing was published; rerun the job",
+            f"the commit to table {'.'.join(table.name())} failed: {full or _line(exc)}",
+            hint=f"{NO_ROOM_HINT} Nothing was published." if full else "Nothing was published; rerun the job",
         ) from None
 
     snapshot = find_run(committed.metadata, job, run_id, dataset)

@@ -362,6 +362,12 @@ class IcebergWriter(Writer):
                     plugin=plugin,
                     hint="Nothing was published; rerun the job",
                 ) from None
+            if (full := commits.no_room(exc)) is not None:  # the data files, the metadata or the catalog's file
+                message = f"{where}: cannot {stage}: {full}"
+                hint = f"{commits.NO_ROOM_HINT} Nothing was published, and the files this run wrote are deleted."
+                if stage == "commit":
+                    raise CommitFailed(message, job=job, plugin=plugin, hint=hint) from None
+                raise ConnectionFailed(message, job=job, plugin=plugin, hint=hint) from None
             if handle is not None and (refused_credentials(exc) or unreachable(exc)):  # e.g. an expired token
                 raise handle.error(f"{stage} failed", exc).with_context(job=job, plugin=plugin) from None
             if _is_storage_access_error(exc):
