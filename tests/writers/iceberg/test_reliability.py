@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from pyiceberg.catalog.sql import SqlCatalog
 
