@@ -114,3 +114,30 @@ def test_close_ends_every_connection(pg_schema: PgSchema, reader_cls, make_reade
     while _dativo_sessions(pg_schema.dsn) and time.monotonic() < deadline:
         time.sleep(0.05)  # backends exit asynchronously after the client hangs up
     assert _dativo_sessions(pg_schema.dsn) == 0
+
+
+def test_a_connection_the_server_ends_mid_read_says_so(pg_schema: PgSchema, reader_cls, make_reader) -> None:
+    """The server ends a split's session after its first batch (as a restart, a shutdown or an administrator
+    would): one clear ConnectionFailed of the read, and what to do."""
+    pg_schema.execute("CREATE TABLE big (id int PRIMARY KEY, pad text NOT NULL)")
+    pg_schema.execute("INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 1000000) g")
+    reader = make_reader(reader_cls, pg_schema.dsn, tables=[pg_schema.table("big")], batch_rows=1000,
+                         batch_size_bytes=65536)
+    [dataset] = reader.discover()
+    [split] = reader.plan(dataset, None)
+    stream = reader.read(split)
+    stream.read_next_batch()  # mid-read: far more than the socket buffers is still to come
+    with psycopg.connect(pg_schema.dsn, autocommit=True) as conn:
+        ended = conn.execute(  # the split's session: the newest of the reader's (the first is its snapshot's)
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dativo' "
+            "AND pid <> pg_backend_pid() ORDER BY backend_start DESC LIMIT 1").fetchall()
+    assert ended == [(True,)]
+    with pytest.raises(ConnectionFailed) as caught:
+        for _ in stream:
+            pass
+    error = caught.value
+    assert (error.role, error.stage) == ("reader", "read")
+    assert f"Reading {pg_schema.table('big')} failed: the server ended the connection mid-read" in error.message
+    assert "terminating connection due to administrator command" in error.message or \
+        "server closed the connection unexpectedly" in error.message
+    assert "Nothing was published: rerun the job once the server is back" in (error.hint or "")

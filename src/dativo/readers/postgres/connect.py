@@ -10,7 +10,7 @@ import re
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from dativo.errors import ConfigError, ConnectionFailed, PluginFailed
+from dativo.errors import ConfigError, ConnectionFailed, DativoError, PluginFailed
 
 _URI_PASSWORD = re.compile(r"(?P<pre>^[a-z]+://[^:/?#@]*:)[^@]*(?=@)", re.IGNORECASE)
 _QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)[^&#\s]*", re.IGNORECASE)
@@ -111,8 +111,9 @@ def connection_failed(exc: BaseException, dsn: str) -> ConnectionFailed:
 _GUARD = re.compile(r'"dativo: (?P<what>[^\n]*)"')
 
 
-def read_failed(exc: BaseException, dataset: str, dsn: str) -> PluginFailed:
-    """Turn a driver error raised while reading ``dataset`` into a :class:`PluginFailed`.
+def read_failed(exc: BaseException, dataset: str, dsn: str) -> DativoError:
+    """Turn a driver error raised while reading ``dataset`` into a :class:`PluginFailed` (a
+    :class:`ConnectionFailed` when the server ended the connection).
 
     Errors raised on purpose by the value guards of the SELECT (see ``sql.py``) carry a ``dativo:`` marker
     that names the column; they become a message about that column instead of a cast error.
@@ -127,4 +128,39 @@ def read_failed(exc: BaseException, dataset: str, dsn: str) -> PluginFailed:
             hint="Read the table through a 'query:' that filters or converts such values "
             "(for example col::text, or LEAST(col, '9999-12-31') for infinite timestamps).",
         )
+    lowered = detail.lower()
+    if any(marker in lowered for marker in _CONNECTION_LOST):
+        return ConnectionFailed(
+            f"Reading {dataset} failed: the server ended the connection mid-read ({detail})",
+            hint="The server restarted or shut down, or an administrator, a proxy or a timeout ended the "
+            "session. Nothing was published: rerun the job once the server is back.",
+        ).with_context(role="reader", stage="read")
+    if "conflict with recovery" in lowered:
+        return ConnectionFailed(
+            f"Reading {dataset} failed: the replica cancelled the read ({detail})",
+            hint="A standby cancels long reads that hold back its replay: set hot_standby_feedback = on or raise "
+            "max_standby_streaming_delay on the replica, or read from the primary. Nothing was published.",
+        ).with_context(role="reader", stage="read")
+    if "statement timeout" in lowered:
+        return PluginFailed(
+            f"Reading {dataset} failed: {detail}",
+            role="reader",
+            stage="read",
+            hint="The server's statement_timeout ended the read: raise it for the job's role "
+            "(ALTER ROLE … SET statement_timeout = 0), or give the source more parallelism so that each split "
+            "is shorter. Nothing was published.",
+        )
     return PluginFailed(f"Reading {dataset} failed: {detail}", role="reader", stage="read")
+
+
+_CONNECTION_LOST = (
+    "terminating connection",
+    "server closed the connection",
+    "connection to server was lost",
+    "could not receive data from server",
+    "ssl syscall error",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "consuming input failed",
+)
+"""Markers of a connection the server (or something between) ended while a split was read."""
