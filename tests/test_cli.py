@@ -503,6 +503,14 @@ def test_run_prints_a_summary(items, write_job, cli) -> None:
         assert needle in result.stdout
 
 
+def test_the_summary_shows_what_the_plugins_counted(items, write_job, cli) -> None:
+    job = job_dict(f"{PLUGINS}:CountingReader", writer=f"{PLUGINS}:CountingWriter")
+    result = cli("run", str(write_job(dump(job))))
+    assert result.exit_code == 0, result.output
+    text = flat(result.stdout)
+    assert "reader counted │ batches 12, rows.seen 20" in text and "writer counted │ splits_written 4" in text
+
+
 def test_a_run_without_new_rows_says_it_committed_nothing(workdir, write_job, cli) -> None:
     (workdir / "data" / "items.csv").write_text("id,name,updated_at\n1,a,2024-01-01T00:00:00Z\n")
     job = dump({"version": 1, "name": "items",
