@@ -16,6 +16,9 @@
 // [StreamRows] and [RowWriter] turn values of it into record batches, and [NewOptions] derives the JSON
 // Schema of the options (which the host checks a job against) from an options struct and decodes them.
 //
+// What a plugin met (invalid values, skipped records) it counts with [Config].Counters ([Counters.Add]);
+// the SDK sends the counts in its answer to close, and the host shows them in the run report.
+//
 // The host may run several splits at once: Read and Write are called concurrently, one goroutine per
 // Flight call, and must be safe for that.
 package dativo
