@@ -317,3 +317,11 @@ def test_incremental_ties_are_broken_by_the_primary_key(workdir, engine) -> None
     assert second.rows_written == 2
     table = pq.read_table(workdir / "out" / "items").sort_by("id")
     assert table.to_pydict() == {"id": [1, 2, 3, 4], "ts": [10, 10, 10, 11]}
+
+
+def test_a_plan_of_more_splits_than_a_run_takes_is_refused(workdir, engine) -> None:
+    with pytest.raises(PluginFailed) as caught:
+        engine(custom(f"{PLUGINS}:MillionSplits")).run()
+    assert "plan() returned 100,001 splits; a run takes at most 100,000" in str(caught.value)
+    assert "Plan fewer, larger splits" in (caught.value.hint or "")
+    assert not (workdir / "out" / "items").exists() or not markers(workdir / "out" / "items")

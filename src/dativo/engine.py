@@ -53,6 +53,11 @@ log = logging.getLogger("dativo")
 T = TypeVar("T")
 
 
+MAX_LISTED = 100_000
+"""The most datasets a ``discover``, and splits a ``plan``, may return: every split is a task and a staged
+file, and a reader that returns millions (a bug, or a hostile plugin) would exhaust the host first."""
+
+
 @dataclass
 class _Loaded:
     """A plugin instance with how it was named and configured."""
@@ -474,12 +479,21 @@ class Engine:
         run.prepare(writer, mode, schema=pa.schema([]))  # no batch, no declared schema: the target still learns
 
     def _list_of(self, reader: _Loaded, stage: str, kind: type[T], value: Any) -> list[T]:
-        """``value`` if it is a list of ``kind`` (what ``discover`` and ``plan`` must return)."""
+        """``value`` if it is a list of ``kind`` (what ``discover`` and ``plan`` must return), and not longer
+        than :data:`MAX_LISTED`."""
         if not isinstance(value, list | tuple) or not all(isinstance(item, kind) for item in value):
             raise PluginFailed(
                 f"{stage}() returned {describe(value)}; it must return a list of dativo.api.{kind.__name__}",
                 role="reader", stage=stage, plugin=reader.spec.name, job=self.job.name,
                 hint=fallback_hint("reader"),
+            )
+        if len(value) > MAX_LISTED:
+            what = "splits" if kind is Split else "datasets"
+            raise PluginFailed(
+                f"{stage}() returned {len(value):,} {what}; a run takes at most {MAX_LISTED:,}",
+                role="reader", stage=stage, plugin=reader.spec.name, job=self.job.name,
+                hint="Plan fewer, larger splits (a split may cover many files or key ranges)." if kind is Split
+                else "Name the tables or files the job reads in the source section instead of all of them.",
             )
         return list(value)
 

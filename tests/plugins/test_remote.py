@@ -347,3 +347,9 @@ def test_counters_a_plugin_process_forges_are_bounded(workdir: Path) -> None:
     assert not {"", "../../etc/passwd", "negative", "text", "flag", "huge"} & kept.keys()
     assert any("more than 100 counter names" in w for w in report.warnings)
     assert any("sent 8 counter(s) that are not a name with a count" in w for w in report.warnings), report.warnings
+
+
+def test_an_answer_larger_than_an_action_may_be_is_refused_unread(workdir: Path) -> None:
+    """A plugin process answers plan with 70 MiB of JSON: refused by its size, before it is parsed."""
+    error = fails(job_file(workdir, served(f"{PLUGINS}:HugePlan")), PluginFailed)
+    assert "the plugin answered 'plan' with 70 MiB, more than the 64 MiB an answer may be" in str(error)

@@ -34,6 +34,7 @@ from dativo.api import Role, Split, WrittenFiles
 from dativo.errors import DativoError, PluginFailed, commit_error, fallback_hint, from_kind, side
 from dativo.plugins.protocol import (
     ABORT_NOTE,
+    MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     dumps,
     loads_object,
@@ -262,16 +263,19 @@ class Connection:
         limit = self.launcher.call_timeout_s if timeout is None else timeout
         options = fl.FlightCallOptions(timeout=limit)
         try:
-            results = [
-                r.body.to_pybytes()
-                for r in self.client.do_action(fl.Action(kind, dumps(body or {})), options)
-            ]
+            results = self.client.do_action(fl.Action(kind, dumps(body or {})), options)
+            first = next(iter(results), None)  # the protocol answers with one result: any more are not read
+            size = 0 if first is None else first.body.size
+            if size > MAX_MESSAGE_BYTES:  # refused before it is copied or parsed
+                raise self._invalid(f"the plugin answered '{kind}' with {size / 2**20:,.0f} MiB, more than the "
+                                    f"{MAX_MESSAGE_BYTES // 2**20} MiB an answer may be", stage)
+            data = b"" if first is None else first.body.to_pybytes()
         except fl.FlightTimedOutError:
             raise self._hung(stage, f"the plugin did not answer '{kind}'", limit, "call_timeout_s") from None
         except (pa.ArrowException, OSError) as exc:  # every FlightError is an ArrowException
             raise self.failure(exc, stage) from None
         try:
-            return loads_object(results[0] if results else b"", f"the result of '{kind}'")
+            return loads_object(data, f"the result of '{kind}'")
         except ValueError as exc:
             raise self._invalid(
                 f"the plugin answered '{kind}' with something else than the protocol says: {exc}", stage

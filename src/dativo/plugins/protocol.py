@@ -64,12 +64,20 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8")
 
 
+MAX_MESSAGE_BYTES = 64 * 2**20
+"""The most an action's body or answer may hold: parsed, JSON takes several times its size in memory, and a
+plugin's answer is not trusted to be small (10,000 splits of 6 KiB each fit)."""
+
+
 def loads_object(data: bytes | str, what: str) -> dict[str, Any]:
     """Parse a JSON object (an empty body is ``{}``).
 
     Raises:
-        ValueError: Naming ``what`` when it is not a JSON object.
+        ValueError: Naming ``what`` when it is not a JSON object, or is larger than :data:`MAX_MESSAGE_BYTES`.
     """
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"{what} is {len(data) / 2**20:,.0f} MiB, more than the {MAX_MESSAGE_BYTES // 2**20} MiB "
+                         "an action's message may be")
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     if not text.strip():
         return {}
