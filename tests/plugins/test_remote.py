@@ -353,3 +353,10 @@ def test_an_answer_larger_than_an_action_may_be_is_refused_unread(workdir: Path)
     """A plugin process answers plan with 70 MiB of JSON: refused by its size, before it is parsed."""
     error = fails(job_file(workdir, served(f"{PLUGINS}:HugePlan")), PluginFailed)
     assert "the plugin answered 'plan' with 70 MiB, more than the 64 MiB an answer may be" in str(error)
+
+
+def test_a_write_answer_larger_than_an_answer_may_be_is_refused_unread(workdir: Path) -> None:
+    error = fails(job_file(workdir, writer=served(f"{PLUGINS}:HugeWritten")), PluginFailed)
+    assert "the plugin's answer to 'write' is " in str(error) and "more than the 64 MiB an answer may be" in \
+        str(error), error
+    assert read_parquet_dir(workdir / "out" / "items").num_rows == 0  # nothing published

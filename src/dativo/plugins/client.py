@@ -516,6 +516,9 @@ class _PutStream:
             raise self.conn.failure(self.error, "write", self.where) from None
         if self.result is None:
             raise self.conn.invalid("write", f"({self.where.removesuffix(': ')}) ended without a PutResult")
+        if self.result.size > MAX_MESSAGE_BYTES:  # refused before it is copied or parsed
+            raise self.conn.invalid("write", f"is {self.result.size / 2**20:,.0f} MiB, more than the "
+                                    f"{MAX_MESSAGE_BYTES // 2**20} MiB an answer may be")
         try:
             value = json.loads(self.result.to_pybytes().decode("utf-8", "replace"))
             return written_from_json(value, dataset=self.split.dataset, split=self.split.id)
