@@ -137,6 +137,24 @@ def test_files_handed_back_from_outside_the_staging_are_never_published_or_delet
     assert not [k for k in keys(store) if "staging" in k and not k.endswith(".lease")]
 
 
+@pytest.mark.parametrize("planted", [b"not json", b"[1, 2]", b'"a string"', b"[" * 200_000 + b"]" * 200_000],
+                         ids=["text", "list", "string", "deep"])
+def test_a_planted_file_where_a_record_belongs_is_refused_by_name(store: Store, planted: bytes) -> None:
+    """Whatever lies where a commit record belongs, even JSON nested past the parser's depth, is refused as
+    not a commit record, naming the file: never a stray exception."""
+    commit(store, "r1", stage(store, "r1", [1]))
+    if isinstance(store, S3Store):
+        entry = store.log_entry(2)
+    else:
+        store.fs.create_dir(f"{store.root}/000002-evil")
+        entry = f"{store.root}/000002-evil/{MARKER}"
+    with store.fs.open_output_stream(entry) as stream:
+        stream.write(planted)
+    with pytest.raises(OSError, match="is not a commit record") as caught:
+        store.records()
+    assert caught.value.filename.endswith(entry.rsplit("/", 2)[-1]) and "000002" in caught.value.filename
+
+
 def test_a_tampered_record_is_refused_before_any_of_its_names_becomes_a_path(store: Store) -> None:
     commit(store, "r1", stage(store, "r1", [1]))
     tampered = {"format": 1, "job": "items", "run_id": "evil", "seq": 2, "folder": "000002-evil", "mode": "append",

@@ -216,7 +216,7 @@ class Library:
         text = ctypes.string_at(pointer).decode("utf-8", "replace") if pointer else empty
         try:
             value = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             value = exc
         if not isinstance(value, dict):
             raise PluginIncompatible(

@@ -16,7 +16,6 @@ as the error's ``detail``, the last (redacted) lines of its stderr.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -520,7 +519,7 @@ class _PutStream:
             raise self.conn.invalid("write", f"is {self.result.size / 2**20:,.0f} MiB, more than the "
                                     f"{MAX_MESSAGE_BYTES // 2**20} MiB an answer may be")
         try:
-            value = json.loads(self.result.to_pybytes().decode("utf-8", "replace"))
+            value = loads_object(self.result.to_pybytes(), "it")
             return written_from_json(value, dataset=self.split.dataset, split=self.split.id)
         except ValueError as exc:
             raise self.conn.invalid("write", f"is not a protocol 'written': {exc}") from None

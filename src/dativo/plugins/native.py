@@ -116,7 +116,7 @@ def _json(lib: Library, role: Role, function: str, text: str | None, kind: type)
     """Parse a JSON result of ``function`` and check its top-level type."""
     try:
         value = json.loads(text or "")
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         problem = f"returned invalid JSON ({exc}): {(text or '')[:200]!r}"
         raise _invalid(lib, role, function, problem) from None
     if not isinstance(value, kind):
@@ -353,7 +353,7 @@ class NativeWriter(_NativePlugin, Writer):
             raise _error(lib, "writer", "writer_commit", status, text)
         try:
             return commit_from_json(json.loads(text or ""))
-        except ValueError:  # it did publish; only its description is broken (JSONDecodeError is one too)
+        except (ValueError, RecursionError):  # it did publish; only its description is broken
             raise commit_error(
                 f"{lib.symbol('writer_commit')}() returned OK with an invalid description: {text!r:.200}",
                 hint=f'Return {{"commit_id": ..., "rows": ..., "no_op": ...}}; rerun with --run-id {run_id} '

@@ -85,6 +85,8 @@ def loads_object(data: bytes | str, what: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{what} is not JSON ({exc}): {text[:200]!r}") from None
+    except RecursionError:  # a plugin's answer nested deeper than the parser goes
+        raise ValueError(f"{what} is JSON nested too deeply to read") from None
     if not isinstance(value, dict):
         raise ValueError(f"{what} is a JSON {type(value).__name__}, not an object: {text[:200]!r}")
     return value
@@ -333,7 +335,7 @@ def parse_handshake(text: str) -> dict[str, Any] | None:
     """The handshake object in a plugin's first line, or ``None`` if the line is not one."""
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) and "dativo_flight" in value else None
 

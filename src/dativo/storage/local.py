@@ -317,12 +317,7 @@ class LocalStore(Store):
                 with target.sub(name) as run:
                     if run.kind(MARKER) is None:
                         continue  # not a commit (yet)
-                    try:
-                        data = json.loads(run.read(MARKER))
-                    except ValueError:
-                        path = f"{run.path}/{MARKER}"
-                        raise Refused(errno.EINVAL, "is not a commit record", path) from None
-                records.append(CommitRecord.from_json(data, folder=name).check())
+                    records.append(CommitRecord.parse(run.read(MARKER), f"{run.path}/{MARKER}", folder=name))
         return records
 
     def files_of(self, record: CommitRecord) -> list[str]:

@@ -23,13 +23,12 @@ import posixpath
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
-from typing import Any
 
 import pyarrow.fs as pafs
 
 from dativo.errors import CommitFailed, CommitStateUnknown, ConnectionFailed
-from dativo.names import join
+from dativo.names import UnsafeName, join
+from dativo.storage.dirs import Refused
 from dativo.storage.record import MARKER, RUN_FOLDER, CommitRecord
 from dativo.storage.s3 import S3Settings, redact, s3_filesystem
 from dativo.storage.store import STALE_STAGING_S, Store, live_records
@@ -85,9 +84,9 @@ class S3Store(Store):
 
     # --- reading ----------------------------------------------------------------------------------------
 
-    def _read_json(self, path: str) -> Mapping[str, Any]:
+    def _read(self, path: str) -> CommitRecord:
         with self.fs.open_input_stream(path) as stream:
-            return json.loads(stream.read())
+            return CommitRecord.parse(stream.read(), path)
 
     def records(self) -> list[CommitRecord]:
         """The log's records, newest first."""
@@ -97,7 +96,7 @@ class S3Store(Store):
             if info.base_name.endswith(".json") and stem.isdigit() and len(stem) == LOG_DIGITS:
                 found.append((int(stem), info.path))
         newest_first = sorted(found, reverse=True)
-        return [CommitRecord.from_json(self._read_json(path)).check() for _, path in newest_first]
+        return [self._read(path) for _, path in newest_first]
 
     def files_of(self, record: CommitRecord) -> list[str]:
         """Files already copied are read from the run folder, the others from the run's staging."""
@@ -174,8 +173,8 @@ class S3Store(Store):
     def _landed(self, entry: str, record: CommitRecord, exc: OSError) -> None:
         """After a failed PUT: find out whether the log object landed anyway."""
         try:
-            landed = self._read_json(entry).get("run_id") == record.run_id
-        except FileNotFoundError:
+            landed = self._read(entry).run_id == record.run_id
+        except (FileNotFoundError, Refused, UnsafeName):  # nothing there, or not our record
             landed = False
         except OSError:
             raise CommitStateUnknown(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dativo.names import UnsafeName, check_name, printable
+from dativo.storage.dirs import Refused
 
 MARKER = "_dativo_commit.json"
 """The record's copy inside its run folder, so that the folder describes itself."""
@@ -95,6 +98,22 @@ class CommitRecord:
             "staging": self.staging,
         }
         return {**self.extra, **core}
+
+    @classmethod
+    def parse(cls, text: bytes | str, path: str, *, folder: str | None = None) -> CommitRecord:
+        """A record read back from the bytes of its file at ``path`` (for messages), checked.
+
+        Raises:
+            Refused: The file is not a commit record: not JSON, not an object (a file planted in the target,
+                or a broken one), or a record whose fields are wrong.
+        """
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+            data = None
+        if not isinstance(data, dict):
+            raise Refused(errno.EINVAL, "is not a commit record", path)
+        return cls.from_json(data, folder=folder).check()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, folder: str | None = None) -> CommitRecord:
