@@ -36,9 +36,9 @@ def value_error(dataset: str, field: pa.Field, exc: Exception) -> PluginFailed:
     ):
         hint = (
             "Numeric values must fit the decimal type exactly (NaN and Infinity never fit). For numeric "
-            "columns declared without precision, set the reader option numeric to a wider 'decimal(P,S)', "
-            "'string' (exact text) or 'float64' (approximate); otherwise read the column through a 'query:' "
-            "with an explicit cast such as col::text."
+            "columns declared without precision (or with more than 38 digits), set the reader option numeric "
+            "to a wider 'decimal(P,S)', 'string' (exact text) or 'float64' (approximate); otherwise read the "
+            "column through a 'query:' with an explicit cast such as col::text."
         )
     return PluginFailed(
         f"Column {field.name} of {dataset} holds a value that does not fit Arrow type {field.type}: {exc}",
