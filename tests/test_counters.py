@@ -74,6 +74,19 @@ def test_merging_what_another_process_sent_keeps_only_counts(caplog: pytest.LogC
         "plugin p sent counters that are not an object; they are ignored"]
 
 
+def test_a_context_with_its_counters_pickles() -> None:
+    """A plugin may send its context to a process pool: it pickles, with the counts so far."""
+    import pickle
+
+    from dativo.api import Context
+
+    ctx = Context("job", "run", "plugin", logging.getLogger("t"))
+    ctx.count("rows", 3)
+    copy = pickle.loads(pickle.dumps(ctx))
+    copy.count("rows", 1)
+    assert copy.counters.snapshot() == {"rows": 4} and ctx.counters.snapshot() == {"rows": 3}
+
+
 # --- into the run report ------------------------------------------------------------------------------------
 
 

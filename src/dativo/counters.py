@@ -73,6 +73,16 @@ class Counters:
             log.warning("%s sent %d counter(s) that are not a name with a count; they are ignored",
                         source, dropped)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a plugin may hand its context to a process pool): the counts, not the lock. What a copy
+        counts in another process stays there."""
+        return {"values": self.snapshot(), "full_warned": self._full_warned}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._lock = threading.Lock()
+        self._values = dict(state["values"])
+        self._full_warned = bool(state["full_warned"])
+
     def snapshot(self) -> dict[str, int]:
         """The counts so far, by name."""
         with self._lock:
