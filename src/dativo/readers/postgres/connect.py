@@ -129,38 +129,26 @@ def read_failed(exc: BaseException, dataset: str, dsn: str) -> DativoError:
             "(for example col::text, or LEAST(col, '9999-12-31') for infinite timestamps).",
         )
     lowered = detail.lower()
-    if any(marker in lowered for marker in _CONNECTION_LOST):
-        return ConnectionFailed(
-            f"Reading {dataset} failed: the server ended the connection mid-read ({detail})",
-            hint="The server restarted or shut down, or an administrator, a proxy or a timeout ended the "
-            "session. Nothing was published: rerun the job once the server is back.",
-        ).with_context(role="reader", stage="read")
-    if "conflict with recovery" in lowered:
-        return ConnectionFailed(
-            f"Reading {dataset} failed: the replica cancelled the read ({detail})",
-            hint="A standby cancels long reads that hold back its replay: set hot_standby_feedback = on or raise "
-            "max_standby_streaming_delay on the replica, or read from the primary. Nothing was published.",
-        ).with_context(role="reader", stage="read")
-    if "statement timeout" in lowered:
-        return PluginFailed(
-            f"Reading {dataset} failed: {detail}",
-            role="reader",
-            stage="read",
-            hint="The server's statement_timeout ended the read: raise it for the job's role "
-            "(ALTER ROLE … SET statement_timeout = 0), or give the source more parallelism so that each split "
-            "is shorter. Nothing was published.",
-        )
+    for markers, kind, what, hint in _READ_ENDED:
+        if any(marker in lowered for marker in markers):
+            message = f"Reading {dataset} failed: {f'{what} ({detail})' if what else detail}"
+            return kind(message, hint=hint).with_context(role="reader", stage="read")
     return PluginFailed(f"Reading {dataset} failed: {detail}", role="reader", stage="read")
 
 
-_CONNECTION_LOST = (
-    "terminating connection",
-    "server closed the connection",
-    "connection to server was lost",
-    "could not receive data from server",
-    "ssl syscall error",
-    "the database system is shutting down",
-    "the database system is in recovery mode",
-    "consuming input failed",
+_READ_ENDED: tuple[tuple[tuple[str, ...], type[DativoError], str, str], ...] = (
+    (("terminating connection", "server closed the connection", "connection to server was lost",
+      "could not receive data from server", "ssl syscall error", "the database system is shutting down",
+      "the database system is in recovery mode", "consuming input failed"),
+     ConnectionFailed, "the server ended the connection mid-read",
+     "The server restarted or shut down, or an administrator, a proxy or a timeout ended the session. Nothing "
+     "was published: rerun the job once the server is back."),
+    (("conflict with recovery",), ConnectionFailed, "the replica cancelled the read",
+     "A standby cancels long reads that hold back its replay: set hot_standby_feedback = on or raise "
+     "max_standby_streaming_delay on the replica, or read from the primary. Nothing was published."),
+    (("statement timeout",), PluginFailed, "",
+     "The server's statement_timeout ended the read: raise it for the job's role (ALTER ROLE … SET "
+     "statement_timeout = 0), or give the source more parallelism so that each split is shorter. Nothing was "
+     "published."),
 )
-"""Markers of a connection the server (or something between) ended while a split was read."""
+"""How a read the server ended is told: its markers in the driver's message, the error, what, and the advice."""
