@@ -92,6 +92,13 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 """The errors that mean "no room": no space left, quota exceeded, file larger than the limit."""
 
 
+def disk_full(exc: BaseException) -> str | None:
+    """"the disk is full (…)" when ``exc`` is one of :data:`DISK_FULL`, else ``None``."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return f"the disk is full ({os.strerror(exc.errno)})"
+    return None
+
+
 def live_records(records: list[CommitRecord]) -> list[CommitRecord]:
     """The records whose files make up the dataset: back to the newest overwrite.
 
@@ -472,8 +479,8 @@ class Store(ABC):
         Args:
             exc: What the storage raised.
         """
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-            return f"the disk is full ({exc.strerror or os.strerror(exc.errno)})"
+        if (full := disk_full(exc)) is not None:
+            return full
         if isinstance(exc, Refused):
             return str(exc)
         text = str(exc).strip() or type(exc).__name__
@@ -485,7 +492,7 @@ class Store(ABC):
         Args:
             exc: What the storage raised.
         """
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        if disk_full(exc) is not None:
             return (f"Free space on the disk that holds {self.location} (or raise the quota or the file-size "
                     "limit), then rerun the job. What this run staged is deleted, at the latest when the next "
                     "run starts.")
@@ -533,4 +540,4 @@ class Store(ABC):
             raise self.storage_error(exc, doing) from None
 
 
-__all__ = ["DISK_FULL", "NOTHING_PUBLISHED", "STALE_STAGING_S", "Commit", "Store", "live_records"]
+__all__ = ["DISK_FULL", "NOTHING_PUBLISHED", "disk_full", "STALE_STAGING_S", "Commit", "Store", "live_records"]

@@ -269,14 +269,15 @@ class Decoder:
             return self._national(frame.bytes(item.size), valid)
         if item.kind == "binary":
             array, bad = _binary(item, frame, valid)
-            if bad is None or not (bad := bad if valid is None else bad & valid).any():
+            if bad is not None and valid is not None:
+                bad &= valid
+            if bad is None or not bad.any():
                 return array
             matrix = frame.bytes(item.size)
             issues.append(Issue(item, bad, lambda e: matrix[e].tobytes(), occurs, "binary number of at most 38 digits"))
             if self.invalid != "null":
                 return array
-            mask = ~bad if valid is None else valid & ~bad
-            return pa.Array.from_buffers(array.type, len(array), [_validity(mask), array.buffers()[1]])
+            return _with_validity(array, ~bad if valid is None else valid & ~bad)
         if item.kind == "float":
             return _float(item, frame, valid)
         if item.kind == "packed":
@@ -593,7 +594,7 @@ def _binary(item: Item, frame: _Frame, valid: np.ndarray | None) -> tuple[pa.Arr
         neg = values < 0
         magnitude = np.where(neg, -values, values).view(np.uint64)  # -(-2^63) wraps to 2^63, right as uint64
         limbs, bad = _limbs([magnitude]), None
-    _times(limbs, 10**-item.scale if item.scale < 0 else 1)  # PIC 9(n)P… past 18 digits
+    _times_ten(limbs, max(0, -item.scale))  # PIC 9(n)P… past 18 digits
     return pa.Array.from_buffers(arrow_type, rows, [_validity(valid), pa.py_buffer(_decimal128(limbs, neg))]), bad
 
 
@@ -853,7 +854,7 @@ def _number(item: Item, parts: list[np.ndarray], neg: np.ndarray, valid: np.ndar
         return pa.Array.from_buffers(arrow_type, rows, [_validity(valid), pa.py_buffer(wide)])
     # More than 18 digits (or scaled past them): 128-bit arithmetic on 32-bit limbs.
     limbs = _limbs(parts)
-    _times(limbs, 10**-item.scale if item.scale < 0 else 1)
+    _times_ten(limbs, max(0, -item.scale))
     return pa.Array.from_buffers(arrow_type, rows, [_validity(valid), pa.py_buffer(_decimal128(limbs, neg))])
 
 
@@ -877,14 +878,12 @@ def _limbs(parts: list[np.ndarray]) -> np.ndarray:
     return limbs
 
 
-def _times(limbs: np.ndarray, factor: int) -> None:
-    """Multiply limbs by ``factor`` in place, in steps below 2^32 so no lane overflows."""
-    while factor > 1:
-        step = min(factor, 10**9)
-        while factor % step:
-            step //= 10
-        factor //= step
-        limbs *= np.uint64(step)
+def _times_ten(limbs: np.ndarray, power: int) -> None:
+    """Multiply limbs by ``10^power`` in place, at most 10^9 (below 2^32) a step so no lane overflows."""
+    while power > 0:
+        step = min(power, 9)
+        power -= step
+        limbs *= np.uint64(10**step)
         _carry(limbs)
 
 

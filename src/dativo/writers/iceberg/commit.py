@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from functools import reduce
@@ -67,7 +66,7 @@ from pyiceberg.types import (
 from dativo.api import CommitInfo, Mode, State
 from dativo.errors import CommitFailed, CommitStateUnknown, ConfigError
 from dativo.state import same_state, state_json
-from dativo.storage.store import DISK_FULL
+from dativo.storage.store import disk_full
 from dativo.writers.iceberg.conform import conform_batch
 from dativo.writers.iceberg.files import DataFileWriter
 
@@ -99,8 +98,8 @@ NO_ROOM_HINT = ("Free space on the disk that holds the warehouse and the catalog
 def no_room(exc: BaseException) -> str | None:
     """Why ``exc`` means that the storage has no room (a full disk, a quota, a file-size limit), else ``None``:
     for the data files, the table's metadata, or the embedded catalog's SQLite file."""
-    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-        return f"the disk is full ({os.strerror(exc.errno)})"
+    if (full := disk_full(exc)) is not None:
+        return full
     if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return "the disk is full (the catalog's SQLite file cannot grow)"
     return None
